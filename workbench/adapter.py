@@ -1,0 +1,56 @@
+"""The contract between the core and a scientific domain."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from torch import Tensor, nn
+
+from .geometry import Euclidean, Geometry
+from .processes import VP
+from .processes.base import Process
+from .state import State
+
+__all__ = ["DomainAdapter", "ForwardOperator"]
+
+
+class ForwardOperator(Protocol):
+    """A linear measurement operator y = A x + noise, with its adjoint."""
+
+    noise_std: float
+
+    def forward(self, x: Tensor) -> Tensor: ...
+
+    def adjoint(self, y: Tensor) -> Tensor: ...
+
+
+@dataclass
+class DomainAdapter:
+    """Everything a domain brings to the core.
+
+    Attributes:
+        datamodule: a :class:`workbench.data.DomainDataModule`; batches are dicts with the
+            State under ``"x"`` and optional ``"mask"`` / ``"cond"``.
+        geometry: the state's geometry (masks, symmetry, periodicity).
+        network: ``nn.Module`` with ``forward(x, t, cond=None, mask=None) -> State``.
+        metrics: ``fn(samples, reference) -> dict[str, float]``.
+        operator: optional forward operator for inverse problems.
+        process: the forward process the domain trains with.
+        prediction: the network's parametrisation.
+    """
+
+    datamodule: Any
+    geometry: Geometry = field(default_factory=Euclidean)
+    network: nn.Module | None = None
+    metrics: Callable[[State, State], dict[str, float]] | None = None
+    operator: ForwardOperator | None = None
+    process: Process = field(default_factory=VP)
+    prediction: str = "eps"
+    module_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def module(self) -> Any:
+        """A :class:`workbench.lit.DiffusionModule` for this adapter."""
+        from .lit import DiffusionModule
+
+        return DiffusionModule(network=self.network, process=self.process, geometry=self.geometry,
+                               prediction=self.prediction, **self.module_kwargs)

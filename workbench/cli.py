@@ -1,0 +1,358 @@
+"""``workbench train | sample | evaluate | demo`` on Hydra configs.
+
+    workbench train experiment=toy/gmm trainer.max_epochs=10
+    workbench sample run_dir=runs/toy_gmm/20261123-101500 sample.n=2048 sampler=dpm_solver
+    workbench evaluate run_dir=runs/toy_gmm/20261123-101500
+    workbench demo [--out DIR] [--tiny]
+
+Domains announce their config packages under the ``workbench.configs`` entry-point group
+(name -> ``package.with.configs``); they are added to Hydra's search path without importing
+any domain code. A run directory holds ``config.yaml``, ``versions.json``, ``checkpoints/``,
+``logs/``, ``samples/``, ``metrics.json`` and plots; every file is written atomically.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main", "compose_config", "build", "train", "sample", "evaluate", "demo", "ConfigError"]
+
+ENV_RUN_DIR = "WORKBENCH_RUN_DIR"
+ENV_TINY = "WORKBENCH_TINY"
+
+
+class ConfigError(Exception):
+    """A bad config key or value; printed as one line naming the key."""
+
+
+# -- configuration --------------------------------------------------------------------------------
+def config_packages() -> list[str]:
+    """Config packages announced by installed domains (entry-point group ``workbench.configs``)."""
+    eps = metadata.entry_points(group="workbench.configs")
+    return sorted({ep.value for ep in eps})
+
+
+def compose_config(overrides: Sequence[str] = (), config_name: str = "train") -> Any:
+    """Compose the root config with command-line style ``overrides`` (raises ConfigError)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    overrides = list(overrides)
+    pkgs = config_packages()
+    if pkgs and not any(o.startswith("hydra.searchpath") for o in overrides):
+        overrides.append("hydra.searchpath=[" + ",".join(f"pkg://{p}" for p in pkgs) + "]")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module("workbench.configs", version_base="1.3"):
+            cfg = compose(config_name, overrides=overrides)
+    except Exception as e:  # noqa: BLE001 - hydra raises several types; all are config errors here
+        raise ConfigError(_one_line(e)) from e
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    cause = e.__cause__ or e.__context__
+    if cause is not None and str(cause).strip():
+        first = str(cause).strip().splitlines()[0]
+        key = getattr(cause, "full_key", None)
+        msg = f"{msg} ({first}{f'; key: {key}' if key and key not in first else ''})"
+    return msg
+
+
+def _instantiate(cfg: Any, key: str, **kwargs: Any) -> Any:
+    """Instantiate ``cfg[key]``; any failure becomes a ConfigError naming the key."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.select(cfg, key, throw_on_missing=False)
+    if node is None or OmegaConf.is_missing(cfg, key):
+        raise ConfigError(f"config key '{key}' is required but not set (pick an experiment=<domain>/<name>)")
+    try:
+        return instantiate(node, **kwargs)
+    except Exception as e:  # noqa: BLE001
+        inner = e.__cause__ or e
+        raise ConfigError(f"bad value under config key '{key}': {type(inner).__name__}: "
+                          f"{str(inner).strip().splitlines()[0] if str(inner).strip() else ''}") from e
+
+
+def _resolve_run_dir(cfg: Any) -> Path:
+    from omegaconf import OmegaConf
+
+    run_dir = cfg.run_dir or os.environ.get(ENV_RUN_DIR)
+    if not run_dir:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = os.path.join("runs", str(cfg.name), stamp)
+    run_dir = os.path.abspath(run_dir)
+    OmegaConf.update(cfg, "run_dir", run_dir, force_add=True)
+    os.environ[ENV_RUN_DIR] = run_dir  # DDP children re-run the command: same directory
+    return Path(run_dir)
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("workbench", "torch", "pytorch-lightning", "hydra-core", "numpy", "scipy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+# -- building ----------------------------------------------------------------------------------------
+def build(cfg: Any) -> tuple[Any, Any, Any]:
+    """(datamodule, DiffusionModule, metrics fn or None) from a composed config."""
+    from omegaconf import OmegaConf
+
+    from .lit import DiffusionModule
+
+    dm = _instantiate(cfg, "datamodule")
+    network = _instantiate(cfg, "network")
+    process = _instantiate(cfg, "process")
+    geometry = _instantiate(cfg, "geometry")
+    loss = _instantiate(cfg, "loss")
+    sampler = _instantiate(cfg, "sampler")
+    metrics = _instantiate(cfg, "metrics") if cfg.get("metrics") is not None else None
+    kwargs = OmegaConf.to_container(cfg.module, resolve=True)
+    try:
+        module = DiffusionModule(network=network, process=process, geometry=geometry, loss=loss,
+                                 sampler=sampler, seed=int(cfg.seed), **kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bad value under config key 'module': {e}") from e
+    return dm, module, metrics
+
+
+def _trainer(cfg: Any, run_dir: Path) -> tuple[Any, list]:
+    import pytorch_lightning as pl
+    from omegaconf import OmegaConf
+
+    from .lit import AtomicCheckpointIO
+
+    callbacks = [_instantiate(cfg, f"callbacks.{k}") for k in (cfg.get("callbacks") or {})]
+    loggers = [_instantiate(cfg, f"logger.{k}") for k in (cfg.get("logger") or {})]
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    try:
+        trainer = pl.Trainer(callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
+                             default_root_dir=str(run_dir), **kwargs)
+    except (TypeError, ValueError, pl.utilities.exceptions.MisconfigurationException) as e:
+        raise ConfigError(f"bad value under config key 'trainer': {e}") from e
+    return trainer, callbacks
+
+
+# -- commands ------------------------------------------------------------------------------------------
+def train(cfg: Any) -> Path:
+    """Train (resuming from ``<run_dir>/checkpoints/last.ckpt`` when present); returns the run dir."""
+    import pytorch_lightning as pl
+    from omegaconf import OmegaConf
+
+    from .data import atomic_write, write_json
+
+    run_dir = _resolve_run_dir(cfg)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    dm, module, _ = build(cfg)
+    trainer, _ = _trainer(cfg, run_dir)
+    if trainer.global_rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_write(run_dir / "config.yaml") as f:
+            f.write(OmegaConf.to_yaml(cfg, resolve=True))
+        write_json(run_dir / "versions.json", {**versions(), "seed": int(cfg.seed)})
+    last = run_dir / "checkpoints" / "last.ckpt"
+    ckpt = str(last) if cfg.resume and last.exists() and not cfg.trainer.fast_dev_run else None
+    if ckpt and trainer.global_rank == 0:
+        print(f"workbench: resuming from {ckpt}", file=sys.stderr)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    return run_dir
+
+
+def _load_run(cfg: Any) -> tuple[Any, Any, Any, Path]:
+    """Rebuild a trained run's model from ``cfg.run_dir`` (EMA weights when asked)."""
+    from .lit import load_checkpoint
+
+    if not cfg.run_dir:
+        raise ConfigError("config key 'run_dir' must point at a trained run (run_dir=runs/...)")
+    run_dir = Path(cfg.run_dir)
+    dm, module, metrics = build(cfg)
+    ckpt_path = run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt_path.exists():
+        raise FileNotFoundError(f"no checkpoint in {run_dir}/checkpoints (train first: workbench train ...)")
+    ckpt = load_checkpoint(ckpt_path)
+    module.load_state_dict(ckpt["state_dict"])
+    ema = (ckpt.get("callbacks") or {}).get("EMA")
+    if cfg.sample.use_ema and ema and ema.get("shadow"):
+        params = dict(module.named_parameters())
+        for name, value in ema["shadow"].items():
+            params[name].data.copy_(value)
+    return dm, module, metrics, run_dir
+
+
+def _draw(cfg: Any, dm: Any, module: Any) -> Any:
+    import torch
+
+    from .state import cat, to_device
+
+    dm.prepare_data()
+    dm.setup("fit")
+    n, bs = int(cfg.sample.n), int(cfg.sample.batch_size)
+    g = torch.Generator(device=module.device).manual_seed(int(cfg.seed) + 1)
+    out = []
+    for start in range(0, n, bs):
+        template = dm.sample_template(min(bs, n - start))
+        out.append(to_device(module.sample(template, steps=int(cfg.sample.steps), generator=g,
+                                           progress=sys.stderr.isatty()), "cpu"))
+    return cat(out)
+
+
+def sample(cfg: Any) -> tuple[Any, Path]:
+    """Draw ``sample.n`` samples from a trained run, save them natively and plot them."""
+    dm, module, _, run_dir = _load_run(cfg)
+    t0 = time.perf_counter()
+    samples = _draw(cfg, dm, module)
+    seconds = time.perf_counter() - t0
+    files = dm.save_samples(samples, run_dir / "samples")
+    if cfg.sample.plot:
+        dm.plot_samples(samples, run_dir / "plots" / "samples.png")
+    print(f"workbench: {cfg.sample.n} samples in {seconds:.1f} s -> {', '.join(map(str, files))}", file=sys.stderr)
+    return samples, run_dir
+
+
+def evaluate(cfg: Any) -> dict[str, float]:
+    """Sample, compute the domain's metrics against its reference and write ``metrics.json``."""
+    from .data import write_json
+
+    dm, module, metrics_fn, run_dir = _load_run(cfg)
+    if metrics_fn is None:
+        raise ConfigError("config key 'metrics' is not set for this experiment")
+    t0 = time.perf_counter()
+    samples = _draw(cfg, dm, module)
+    sample_s = time.perf_counter() - t0
+    dm.save_samples(samples, run_dir / "samples")
+    metrics = {k: float(v) for k, v in metrics_fn(samples, dm.reference()).items()}
+    if cfg.sample.plot:
+        dm.plot_samples(samples, run_dir / "plots" / "samples.png")
+    report = {"metrics": metrics, "n_samples": int(cfg.sample.n), "steps": int(cfg.sample.steps),
+              "sampler": str(cfg.sampler.get("_target_")), "sampling_seconds": round(sample_s, 3)}
+    write_json(run_dir / "metrics.json", report)
+    return metrics
+
+
+def _cfg_for_run(overrides: list[str]) -> Any:
+    """For sample/evaluate: the run's saved config, with the new overrides on top."""
+    from omegaconf import OmegaConf
+
+    run = next((o.split("=", 1)[1] for o in overrides if o.startswith("run_dir=")), None)
+    if run is None:
+        raise ConfigError("sample/evaluate need run_dir=<a trained run directory>")
+    saved = Path(run) / "config.yaml"
+    if not saved.exists():
+        raise FileNotFoundError(f"{saved} not found: is {run} a workbench run directory?")
+    base = OmegaConf.load(saved)
+    choices = [o for o in overrides if not o.startswith("run_dir=")]
+    dotlist = []
+    for o in choices:
+        key, _, value = o.partition("=")
+        group_file = Path(__file__).parent / "configs" / key.lstrip("+")
+        if group_file.is_dir():  # a group choice such as sampler=dpm_solver
+            grp = compose_config([f"{key.lstrip('+')}={value}"])
+            OmegaConf.update(base, key.lstrip("+"), grp[key.lstrip("+")], merge=False, force_add=True)
+            continue
+        if not key.startswith("+") and OmegaConf.select(base, key, default="__absent__") == "__absent__":
+            raise ConfigError(f"unknown config key '{key}' (use +{key}=... to add one)")
+        dotlist.append(f"{key.lstrip('+')}={value}")
+    base = OmegaConf.merge(base, OmegaConf.from_dotlist(dotlist))
+    OmegaConf.update(base, "run_dir", str(Path(run).resolve()), force_add=True)
+    return base
+
+
+def demo(out: str | os.PathLike = "workbench-demo", tiny: bool | None = None) -> Path:
+    """Train -> sample -> evaluate every demo experiment on embedded data; write ``report.md``."""
+    from .data import atomic_write, write_json
+
+    tiny = bool(int(os.environ.get(ENV_TINY, "0"))) if tiny is None else tiny
+    out = Path(out).absolute()
+    rows = []
+    for exp, extra in demo_experiments(tiny):
+        name = exp.replace("/", "_")
+        run_dir = out / name
+        overrides = [f"experiment={exp}", f"run_dir={run_dir}", "resume=false", *extra]
+        cfg = compose_config(overrides)
+        t0 = time.perf_counter()
+        train(cfg)
+        train_s = time.perf_counter() - t0
+        metrics = evaluate(cfg)
+        rows.append({"experiment": exp, "train_seconds": round(train_s, 1), "metrics": metrics,
+                     "plot": f"{name}/plots/samples.png" if (run_dir / "plots" / "samples.png").exists() else None})
+        os.environ.pop(ENV_RUN_DIR, None)
+    write_json(out / "report.json", {"versions": versions(), "tiny": tiny, "runs": rows})
+    lines = ["# workbench demo report", "",
+             f"{_dt.datetime.now():%Y-%m-%d %H:%M}, {'tiny' if tiny else 'demo'} budget, "
+             f"torch {versions()['torch']} on {platform.machine()}.", ""]
+    for r in rows:
+        lines += [f"## {r['experiment']}", "", f"Training: {r['train_seconds']} s.", "",
+                  "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4g} |" for k, v in r["metrics"].items()]
+        if r["plot"]:
+            lines += ["", f"![samples]({r['plot']})"]
+        lines.append("")
+    with atomic_write(out / "report.md") as f:
+        f.write("\n".join(lines))
+    print(f"workbench: demo report written to {out / 'report.md'}")
+    return out / "report.md"
+
+
+def demo_experiments(tiny: bool) -> list[tuple[str, list[str]]]:
+    """(experiment, overrides) pairs run by ``workbench demo``: the core toy plus every domain's
+    ``workbench.demos`` entry point (name -> experiment)."""
+    budget = ["trainer.max_epochs=2", "sample.n=512", "sample.batch_size=512", "sample.steps=10"] if tiny \
+        else ["trainer.max_epochs=20", "sample.steps=30"]
+    exps = [("toy/gmm", ["trainer.enable_progress_bar=false", *budget])]
+    for ep in sorted(metadata.entry_points(group="workbench.demos"), key=lambda e: e.name):
+        exps.append((ep.value, [f"+demo_tiny={str(tiny).lower()}"]))
+    return exps
+
+
+USAGE = __doc__.split("\n\n")[1] if __doc__ else ""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print("usage:\n" + USAGE)
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    try:
+        if cmd == "train":
+            run_dir = train(compose_config(rest))
+            print(f"workbench: run directory {run_dir}")
+        elif cmd == "sample":
+            sample(_cfg_for_run(rest))
+        elif cmd == "evaluate":
+            metrics = evaluate(_cfg_for_run(rest))
+            print(json.dumps(metrics, indent=2))
+        elif cmd == "demo":
+            out = "workbench-demo"
+            if "--out" in rest:
+                out = rest[rest.index("--out") + 1]
+            demo(out, tiny=True if "--tiny" in rest else None)
+        else:
+            print(f"workbench: error: unknown command {cmd!r}; use train, sample, evaluate or demo", file=sys.stderr)
+            return 2
+    except ConfigError as e:
+        print(f"workbench: error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"workbench: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Data plumbing shared by the domains: where datasets live, checksummed downloads,
+atomic writes, and the :class:`DomainDataModule` base class.
+
+Datasets are found under ``$WORKBENCH_DATA`` (the CI sets it to ``shared/data``), else
+under the user cache dir ``$XDG_CACHE_HOME/workbench`` (``~/.cache/workbench``).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .state import State, batch_size, split
+
+__all__ = [
+    "data_root", "find_data", "atomic_write", "write_json", "save_tensors", "download",
+    "sha256sum", "EpochSeededSampler", "DomainDataModule",
+]
+
+
+def data_root() -> Path:
+    """Root folder of prepared datasets: ``$WORKBENCH_DATA`` or the user cache dir."""
+    env = os.environ.get("WORKBENCH_DATA")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "workbench"
+
+
+def find_data(relpath: str, hint: str = "") -> Path:
+    """Path of a data file under :func:`data_root`, or FileNotFoundError saying where it was looked for."""
+    p = data_root() / relpath
+    if not p.exists():
+        msg = f"data file not found: {p} (set WORKBENCH_DATA to the folder holding '{relpath}')"
+        raise FileNotFoundError(msg + (f"; {hint}" if hint else ""))
+    return p
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[Any]:
+    """Open a temporary file next to ``path`` and rename it over ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON atomically (indented, keys kept in order)."""
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=2, default=_json_default)
+        f.write("\n")
+
+
+def _json_default(o: Any) -> Any:
+    if torch.is_tensor(o):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+def save_tensors(path: str | os.PathLike, tensors: State | dict[str, Any]) -> None:
+    """Save a state (tensors only) atomically with ``torch.save``; load with ``weights_only=True``."""
+    with atomic_write(path, "wb") as f:
+        torch.save(tensors, f)
+
+
+def sha256sum(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(url: str, dest: str | os.PathLike, sha256: str | None = None, *, timeout: float = 60.0,
+             progress: bool = True) -> Path:
+    """Download ``url`` to ``dest`` (atomically) and verify its SHA-256.
+
+    An existing file with the right checksum is kept. Raises a clear error when offline or
+    when the checksum does not match (the partial file is removed). ``file://`` URLs work,
+    which is how this is tested without a network.
+    """
+    from tqdm.auto import tqdm
+
+    dest = Path(dest)
+    if dest.exists() and (sha256 is None or sha256sum(dest) == sha256):
+        return dest
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r, atomic_write(dest, "wb") as f:
+            total = int(r.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+                for chunk in iter(lambda: r.read(1 << 16), b""):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, OSError) as e:
+        raise ConnectionError(
+            f"could not download {url} -> {dest}: {e}. If this machine is offline, fetch the file "
+            f"elsewhere and place it at {dest} (or under $WORKBENCH_DATA)."
+        ) from e
+    if sha256 is not None:
+        got = sha256sum(dest)
+        if got != sha256:
+            dest.unlink()
+            raise ValueError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {got}; file removed")
+    return dest
+
+
+class EpochSeededSampler(Sampler[int]):
+    """Random permutation per epoch from (seed, epoch): reproducible and resumable.
+
+    Lightning calls :meth:`set_epoch` before each epoch, so a run resumed at epoch e sees the
+    same order as an uninterrupted one.
+    """
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class DomainDataModule(pl.LightningDataModule):
+    """Base datamodule of a domain adapter.
+
+    Subclasses build ``self.train_set`` / ``self.val_set`` / ``self.test_set`` (Datasets of
+    dicts with ``"x"`` and optional ``"mask"``, ``"cond"``) in :meth:`setup`, and may override
+    :meth:`sample_template`, :meth:`reference`, :meth:`save_samples` and :meth:`plot_samples`.
+    """
+
+    train_set: Dataset
+    val_set: Dataset | None = None
+    test_set: Dataset | None = None
+
+    def __init__(self, batch_size: int = 64, num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__()
+        self.batch_size, self.num_workers, self.seed = int(batch_size), int(num_workers), int(seed)
+
+    def _loader(self, ds: Dataset, train: bool) -> DataLoader:
+        sampler = EpochSeededSampler(len(ds), self.seed) if train else None
+        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          drop_last=False, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_set, False) if self.val_set is not None else []
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self._loader(self.test_set, False) if self.test_set is not None else []
+
+    # -- what the core asks of a domain ------------------------------------------------------
+    def sample_template(self, n: int, generator: torch.Generator | None = None) -> dict[str, Any]:
+        """A batch dict of ``n`` zero states (with masks / conditions) to start sampling from.
+
+        The default repeats the shapes of the first training item.
+        """
+        item = self.train_set[0]
+        x = item["x"]
+        zeros = {k: torch.zeros(n, *v.shape) for k, v in x.items()} if isinstance(x, dict) else torch.zeros(n, *x.shape)
+        out: dict[str, Any] = {"x": zeros}
+        if item.get("mask") is not None:
+            out["mask"] = item["mask"].unsqueeze(0).expand(n, *item["mask"].shape).clone()
+        return out
+
+    def reference(self) -> Any:
+        """Reference data for the metrics (the test split by default), as one batched state."""
+        ds = self.test_set if self.test_set is not None else (self.val_set or self.train_set)
+        items = [ds[i] for i in range(len(ds))]
+        return torch.utils.data.default_collate(items)["x"]
+
+    def save_samples(self, samples: State, directory: str | os.PathLike) -> list[Path]:
+        """Write samples in the domain's native format; default: ``samples.pt`` (tensors only)."""
+        path = Path(directory) / "samples.pt"
+        save_tensors(path, samples)
+        return [path]
+
+    def plot_samples(self, samples: State, path: str | os.PathLike) -> Path | None:
+        """Save a figure of samples next to the reference; default: none."""
+        return None
+
+
+def chunks(state: State, size: int) -> list[State]:
+    """Split a state into batches of at most ``size`` (re-exported for domains)."""
+    return split(state, size) if batch_size(state) > size else [state]
+
+

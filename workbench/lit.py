@@ -1,0 +1,234 @@
+"""Lightning wiring: one :class:`DiffusionModule` (network + process + loss + sampler), an
+:class:`EMA` callback, and :class:`AtomicCheckpointIO` (checkpoints written atomically and
+loaded with ``weights_only=True``).
+
+Training noise (t and eps) is drawn from a generator seeded by (seed, global step, rank),
+so a run resumed from a checkpoint continues exactly as an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Callable, Iterator
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+from torch import Tensor, nn
+
+from .geometry import Euclidean, Geometry
+from .losses import DenoisingScoreMatching
+from .precond import Denoiser
+from .processes.base import Process
+from .state import State, batch_size, to_device
+from .samplers.ode import sample_ode
+
+__all__ = ["DiffusionModule", "EMA", "AtomicCheckpointIO", "load_checkpoint"]
+
+
+class DiffusionModule(pl.LightningModule):
+    """A diffusion / flow model: ``network`` wrapped in a :class:`Denoiser` for ``process``.
+
+    Args:
+        network: ``net(x, t, **extras) -> State``; extras are the batch's ``cond`` and ``mask``.
+        process: forward process (VP, VE, EDM, interpolant, DDPM, joint ...).
+        geometry: the state's geometry (bound to each batch's mask).
+        prediction: what the network outputs: eps / x0 / v / score / velocity / edm.
+        loss: a per-sample loss (default: denoising score matching, uniform weighting).
+        sampler: a ``sample_<algo>`` function or partial (default: Heun PF-ODE).
+        sample_steps: default number of sampler steps.
+        lr, weight_decay, betas: Adam(W) settings; ``optimizer`` (a partial taking params) overrides.
+        lr_decay: per-epoch exponential learning-rate decay (1.0 = none).
+        seed: seed of the per-step training-noise generator.
+    """
+
+    def __init__(self, network: nn.Module, process: Process, geometry: Geometry | None = None,
+                 prediction: str = "eps", loss: Callable | None = None, sampler: Callable | None = None,
+                 sample_steps: int = 50, lr: float = 1e-3, weight_decay: float = 0.0,
+                 betas: tuple[float, float] = (0.9, 0.999), lr_decay: float = 1.0,
+                 optimizer: Callable | None = None, sigma_data: float = 0.5, seed: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["network", "process", "geometry", "loss", "sampler", "optimizer"])
+        self.denoiser = Denoiser(network, process, prediction=prediction, sigma_data=sigma_data)
+        self.process = process
+        self.geometry = geometry if geometry is not None else Euclidean()
+        self.loss_fn = loss if loss is not None else DenoisingScoreMatching()
+        self.sampler = sampler if sampler is not None else sample_ode
+        self.sample_steps = int(sample_steps)
+        self.lr, self.weight_decay, self.betas, self.lr_decay = lr, weight_decay, tuple(betas), lr_decay
+        self.optimizer_factory = optimizer
+        self.seed = int(seed)
+
+    @property
+    def network(self) -> nn.Module:
+        return self.denoiser.net
+
+    # -- helpers ----------------------------------------------------------------------
+    @staticmethod
+    def _extras(batch: dict) -> dict[str, Any]:
+        return {k: batch[k] for k in ("cond", "mask") if batch.get(k) is not None}
+
+    def _generator(self, salt: int) -> torch.Generator:
+        g = torch.Generator(device=self.device)
+        g.manual_seed((self.seed * 1_000_003 + salt * 7919 + self.global_rank * 104_729) % (2**63 - 1))
+        return g
+
+    def _loss(self, batch: dict, generator: torch.Generator) -> Any:
+        if not isinstance(batch, dict) or "x" not in batch:
+            raise TypeError("batches must be dicts with the state under 'x' (and optional 'mask', 'cond')")
+        geometry = self.geometry.bind(batch.get("mask"))
+        return self.loss_fn(self.denoiser, batch["x"], geometry=geometry, generator=generator,
+                            extras=self._extras(batch))
+
+    # -- Lightning hooks ------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        out = self._loss(batch, self._generator(self.global_step))
+        loss = out.loss.mean()
+        n = batch_size(batch["x"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=n, sync_dist=False)
+        if len(out.parts) > 1:
+            for k, v in out.parts.items():
+                self.log(f"train/loss_{k}", v.mean(), batch_size=n)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
+        out = self._loss(batch, self._generator(10**9 + batch_idx))
+        loss = out.loss.mean()
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch_size(batch["x"]), sync_dist=True)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self.optimizer_factory is not None:
+            opt = self.optimizer_factory(params)
+        else:
+            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, betas=self.betas)
+        if self.lr_decay == 1.0:
+            return opt
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.lr_decay)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    # -- sampling ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, template: dict, *, sampler: Callable | None = None, steps: int | None = None,
+               generator: torch.Generator | None = None, progress: bool = False, **kwargs: Any) -> State:
+        """Draw samples shaped like ``template["x"]`` (with its ``mask`` and ``cond``).
+
+        Args:
+            template: a batch dict from ``datamodule.sample_template(n)``.
+            sampler: a ``sample_<algo>`` callable (default: the module's).
+            steps: number of steps on ``process.time_grid`` (default: ``sample_steps``).
+        """
+        template = to_device(template, self.device)
+        geometry = self.geometry.bind(template.get("mask"))
+        x = self.process.prior_sample(template["x"], geometry, generator=generator)
+        ts = self.process.time_grid(steps or self.sample_steps, device=self.device)
+        fn = sampler or self.sampler
+        was_training = self.training
+        self.eval()
+        try:
+            return fn(self.denoiser, x, ts, process=self.process, geometry=geometry,
+                      extra_args=self._extras(template), generator=generator, progress=progress, **kwargs)
+        finally:
+            self.train(was_training)
+
+
+class EMA(pl.Callback):
+    """Exponential moving average of the weights (Polyak averaging).
+
+    The average is swapped in for validation and kept in the checkpoint (so a resumed run
+    continues it exactly). ``with ema.average(module):`` swaps it in for sampling.
+
+    Args:
+        decay: EMA decay per optimiser step.
+        warmup: if True, use min(decay, (1 + n) / (10 + n)) early in training.
+    """
+
+    def __init__(self, decay: float = 0.999, warmup: bool = False) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay, self.warmup = float(decay), bool(warmup)
+        self.shadow: dict[str, Tensor] | None = None
+        self.updates = 0
+
+    @property
+    def state_key(self) -> str:
+        return "EMA"
+
+    def _params(self, module: nn.Module) -> dict[str, Tensor]:
+        return {n: p for n, p in module.named_parameters() if p.requires_grad}
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.shadow is None:
+            self.shadow = {n: p.detach().clone() for n, p in self._params(pl_module).items()}
+        else:
+            self.shadow = {n: v.to(pl_module.device) for n, v in self.shadow.items()}
+
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        assert self.shadow is not None
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.warmup else self.decay
+        for n, p in self._params(pl_module).items():
+            self.shadow[n].lerp_(p.detach(), 1.0 - d)
+
+    @contextlib.contextmanager
+    def average(self, module: nn.Module) -> Iterator[None]:
+        """Temporarily load the averaged weights into ``module``."""
+        if self.shadow is None:
+            yield
+            return
+        params = self._params(module)
+        backup = {n: p.detach().clone() for n, p in params.items()}
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(self.shadow[n])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(backup[n])
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.shadow is not None and not trainer.sanity_checking:
+            self._ctx = self.average(pl_module)
+            self._ctx.__enter__()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        ctx = getattr(self, "_ctx", None)
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
+            self._ctx = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.decay, self.updates, self.shadow = state["decay"], state["updates"], state["shadow"]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoint IO that writes to a temporary file and renames it (a crash never leaves a
+    half-written checkpoint) and loads with ``weights_only=True`` (no unpickling of code)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = os.fspath(path)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return load_checkpoint(path, map_location=map_location or "cpu")
+
+
+def load_checkpoint(path: Any, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``), with a clear error for a bad file."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - re-raised with the file name
+        raise RuntimeError(f"cannot load checkpoint {path}: {type(e).__name__}: {e}") from e

@@ -1,0 +1,156 @@
+"""The forward-process contract shared by every diffusion / flow family.
+
+All processes here are *affine Gaussian*: given data ``x0`` and noise ``eps ~ N(0, I)``,
+
+    x_t = alpha(t) * x0 + sigma(t) * eps,      t in [t_eps, t_max]
+
+with ``t = t_max`` the prior end. From ``alpha`` and ``sigma`` (and their time
+derivatives) follow the SDE drift ``f(t) = alpha'/alpha`` and diffusion
+``g(t)^2 = d(sigma^2)/dt - 2 f sigma^2`` (Song et al. 2021, Eq. 5 and App. B),
+the probability-flow ODE velocity ``alpha' x0 + sigma' eps`` and the
+log-SNR ``lambda = log(alpha / sigma)`` used by DPM-Solver. A subclass
+overrides only ``alpha``, ``sigma``, ``d_alpha``, ``d_sigma`` (and, where the
+family has one, its training-time distribution and sampling grid).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from ..geometry import Geometry
+from ..state import State, keys_of, tree_map
+
+__all__ = ["Coefficients", "Process"]
+
+
+@dataclass
+class Coefficients:
+    """Process coefficients at time t; each field is a Tensor or (joint processes) a dict of Tensors.
+
+    Fields are per-sample ``[B]`` from :meth:`Process.coefficients`, or already
+    broadcast to the state's shapes from :meth:`Process.at`.
+    """
+
+    alpha: Any
+    sigma: Any
+    d_alpha: Any
+    d_sigma: Any
+
+    @property
+    def f(self) -> Any:
+        """Drift coefficient f(t) = alpha'/alpha of the forward SDE dx = f x dt + g dW."""
+        return tree_map(lambda a, da: da / a, self.alpha, self.d_alpha)
+
+    @property
+    def g2(self) -> Any:
+        """Squared diffusion g(t)^2 = 2 sigma sigma' - 2 f sigma^2."""
+        return tree_map(
+            lambda a, s, da, ds: 2.0 * s * ds - 2.0 * (da / a) * s * s,
+            self.alpha, self.sigma, self.d_alpha, self.d_sigma,
+        )
+
+    @property
+    def log_snr(self) -> Any:
+        """lambda(t) = log(alpha / sigma) (half log-SNR, DPM-Solver's time variable)."""
+        return tree_map(lambda a, s: torch.log(a) - torch.log(s), self.alpha, self.sigma)
+
+
+class Process:
+    """Base class of forward processes (see module docstring).
+
+    Args:
+        t_eps: smallest training time (avoids the singular end of the SDE).
+        t_end: time at which samplers stop (noise removal happens there).
+        t_max: prior time.
+    """
+
+    #: whether the reverse SDE (Euler–Maruyama, predictor–corrector) is defined
+    stochastic: bool = True
+
+    def __init__(self, t_eps: float = 1e-5, t_end: float = 1e-3, t_max: float = 1.0) -> None:
+        if not (0 <= t_eps < t_max and 0 <= t_end < t_max):
+            raise ValueError(f"need 0 <= t_eps, t_end < t_max; got {t_eps}, {t_end}, {t_max}")
+        self.t_eps, self.t_end, self.t_max = float(t_eps), float(t_end), float(t_max)
+
+    # -- formulas (override) ------------------------------------------------------
+    def alpha(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def sigma(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def d_alpha(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def d_sigma(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def net_time(self, t: Tensor) -> Tensor:
+        """The time value handed to the network (``t`` unless a family prefers another)."""
+        return t
+
+    # -- derived ------------------------------------------------------------------
+    def coefficients(self, t: Tensor) -> Coefficients:
+        """Per-sample coefficients at ``t`` (``[B]``)."""
+        return Coefficients(self.alpha(t), self.sigma(t), self.d_alpha(t), self.d_sigma(t))
+
+    def at(self, t: Tensor | float, x: State, geometry: Geometry) -> Coefficients:
+        """Coefficients at ``t`` broadcast through ``geometry`` to the shapes of ``x``."""
+        t = self._batch_t(t, x)
+        c = self.coefficients(t)
+        return Coefficients(*(geometry.expand(v, x) for v in (c.alpha, c.sigma, c.d_alpha, c.d_sigma)))
+
+    def marginal(self, x0: State, t: Tensor, noise: State, geometry: Geometry) -> State:
+        """Sample of x_t given x0 and standard noise: alpha(t) x0 + sigma(t) eps."""
+        c = self.at(t, x0, geometry)
+        return tree_map(lambda x, a, s, e: a * x + s * e, x0, c.alpha, c.sigma, noise)
+
+    def sample_t(self, n: int, *, device: torch.device | str = "cpu",
+                 generator: torch.Generator | None = None) -> Tensor:
+        """Training times ``[n]``: uniform on [t_eps, t_max]."""
+        u = torch.rand(n, generator=generator, device=device)
+        return self.t_eps + (self.t_max - self.t_eps) * u
+
+    def time_grid(self, steps: int, *, device: torch.device | str = "cpu") -> Tensor:
+        """``steps + 1`` decreasing times from t_max to t_end (uniform in t)."""
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        return torch.linspace(self.t_max, self.t_end, steps + 1, device=device, dtype=torch.float64).float()
+
+    def prior_std(self) -> Any:
+        """Standard deviation of the prior N(0, prior_std^2 I) at t_max."""
+        return float(self.sigma(torch.tensor(self.t_max, dtype=torch.float64)))
+
+    def prior_sample(self, template: State, geometry: Geometry,
+                     generator: torch.Generator | None = None) -> State:
+        """Draw x_T from the prior with the shapes (and masks) of ``template``."""
+        z = geometry.randn_like(template, generator=generator)
+        return tree_map(lambda v, s: v * s, z, self.prior_std())
+
+    def prior_logp(self, x: State, geometry: Geometry) -> Tensor:
+        """log N(x; 0, prior_std^2 I) per sample ``[B]`` over the geometry's free dimensions."""
+        std = self.prior_std()
+        total = 0.0
+        for k in keys_of(x):
+            v = x if k is None else x[k]
+            s = std[k] if isinstance(std, Mapping) else std
+            g = geometry if k is None else geometry._for(k)
+            total = total + (-0.5 * g._reduce(v * v, "sum") / s**2
+                             - 0.5 * g._dims(v) * math.log(2 * math.pi * s**2))
+        return total
+
+    @staticmethod
+    def _batch_t(t: Tensor | float, x: State) -> Tensor:
+        ref = next(iter(x.values())) if isinstance(x, Mapping) else x
+        if not torch.is_tensor(t):
+            t = torch.tensor(float(t))
+        t = t.to(device=ref.device, dtype=ref.dtype)
+        return t.expand(ref.shape[0]) if t.ndim == 0 else t
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v:g}" for k, v in vars(self).items() if isinstance(v, (int, float)))
+        return f"{type(self).__name__}({fields})"

@@ -1,0 +1,14 @@
+"""Samplers: pure ``@torch.no_grad()`` functions
+``sample_<algo>(model, x, ts, *, process, geometry, extra_args, callback, generator, denoise, progress)``.
+"""
+from .common import NFECounter, batch_norm
+from .ddim import sample_ddim
+from .dpm_solver import sample_dpm_solver
+from .euler_maruyama import sample_euler_maruyama
+from .ode import sample_ode
+from .pc import langevin_step, sample_pc
+
+__all__ = [
+    "sample_euler_maruyama", "sample_pc", "sample_ode", "sample_ddim", "sample_dpm_solver",
+    "langevin_step", "NFECounter", "batch_norm",
+]

@@ -1,0 +1,55 @@
+"""Helpers shared by the samplers: step iteration with progress bars, norms, checks."""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..geometry import Geometry
+from ..processes.base import Process
+from ..state import State
+
+__all__ = ["Callback", "steps", "batch_norm", "require_stochastic", "NFECounter"]
+
+#: ``callback(i, t, x, prediction)`` is called after every step.
+Callback = Optional[Callable[..., None]]
+
+
+def steps(ts: Tensor, progress: bool, desc: str) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """Yield ``(i, t_i, t_{i+1})`` over a decreasing time grid, with an optional tqdm bar."""
+    if ts.ndim != 1 or len(ts) < 2:
+        raise ValueError(f"time grid must be 1-D with at least 2 entries, got shape {tuple(ts.shape)}")
+    idx = range(len(ts) - 1)
+    for i in tqdm(idx, desc=desc, disable=not progress, leave=False):
+        yield i, ts[i], ts[i + 1]
+
+
+def batch_norm(x: State, geometry: Geometry) -> Any:
+    """Per-variable L2 norm of each sample, averaged over the batch (Song et al. Alg. 4's ||z||)."""
+    if isinstance(x, dict):
+        return {k: geometry._for(k)._reduce(v * v, "sum").sqrt().mean() for k, v in x.items()}
+    return geometry.reduce(x * x, "sum").sqrt().mean()
+
+
+def require_stochastic(process: Process, name: str) -> None:
+    if not process.stochastic:
+        raise ValueError(
+            f"{name} integrates the reverse SDE, which is not defined for {type(process).__name__} "
+            "(its drift blows up at t = 1); use sample_ode, sample_ddim or sample_dpm_solver"
+        )
+
+
+class NFECounter:
+    """Wraps a denoiser and counts network evaluations (for benchmarks)."""
+
+    def __init__(self, model: Callable[..., Any]) -> None:
+        self.model, self.nfe = model, 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.nfe += 1
+        return self.model(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)

@@ -1,0 +1,42 @@
+"""DDIM (Song, Meng & Ermon 2021, Eq. 12), generalised to any affine Gaussian process."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..geometry import Geometry
+from ..processes.base import Process
+from ..state import State, tree_map
+from .common import Callback, steps
+
+__all__ = ["sample_ddim"]
+
+
+@torch.no_grad()
+def sample_ddim(model: Any, x: State, ts: Tensor, *, process: Process, geometry: Geometry,
+                eta: float = 0.0, extra_args: dict | None = None, callback: Callback = None,
+                generator: torch.Generator | None = None, denoise: bool = True,
+                progress: bool = False) -> State:
+    """x_s = alpha_s x0 + sqrt(sigma_s^2 - c^2) eps + c z, with c = eta (sigma_s / sigma_t) sigma_{t|s}.
+
+    ``eta=0`` is deterministic DDIM; ``eta=1`` is the DDPM ancestral sampler (posterior variance).
+    NFE = n (+1 if denoise).
+    """
+    extra_args = extra_args or {}
+    for i, t, s in steps(ts, progress, f"DDIM (eta={eta:g})"):
+        pred = model(x, t, geometry, **extra_args)
+        ct, cs = pred.coef, process.at(s, x, geometry)
+        c = tree_map(
+            lambda a_t, s_t, a_s, s_s: eta * (s_s / s_t) * (s_t**2 - (a_t / a_s) ** 2 * s_s**2).clamp_min(0).sqrt(),
+            ct.alpha, ct.sigma, cs.alpha, cs.sigma)
+        x_next = tree_map(lambda x0, e, a_s, s_s, cc: a_s * x0 + (s_s**2 - cc**2).clamp_min(0).sqrt() * e,
+                          pred.x0, pred.eps, cs.alpha, cs.sigma, c)
+        if eta > 0:
+            z = geometry.randn_like(x, generator=generator)
+            x_next = tree_map(lambda v, cc, n: v + cc * n, x_next, c, z)
+        x = geometry.project(x_next)
+        if callback is not None:
+            callback(i=i, t=t, x=x, prediction=pred)
+    return model(x, ts[-1], geometry, **extra_args).x0 if denoise else x
