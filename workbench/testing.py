@@ -17,7 +17,7 @@ from .precond import Prediction
 from .processes.base import Process
 from .state import State, batch_size, keys_of, tree_map
 
-__all__ = ["GaussianDenoiser", "gaussian_logpdf", "check_adapter"]
+__all__ = ["GaussianDenoiser", "gaussian_logpdf", "check_adapter", "CrashAfter", "SimulatedCrash", "WeightsDigest"]
 
 
 class GaussianDenoiser(nn.Module):
@@ -138,3 +138,43 @@ def check_adapter(adapter: Any, *, samplers: dict[str, Callable] | None = None, 
     return {"loss": float(out.loss.mean()), "samplers": sorted(results), "metrics": metrics}
 
 
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by :class:`CrashAfter` to simulate a run killed mid-training."""
+
+
+class CrashAfter:
+    """Lightning callback that raises :class:`SimulatedCrash` after ``step`` optimiser steps."""
+
+    def __new__(cls, step: int):  # built lazily so importing this module does not import Lightning
+        import pytorch_lightning as pl
+
+        class _Crash(pl.Callback):
+            def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+                if trainer.global_step >= step:
+                    raise SimulatedCrash(f"simulated crash after step {trainer.global_step}")
+
+        return _Crash()
+
+
+class WeightsDigest:
+    """Lightning callback writing ``<dir>/weights-rank<r>.txt``: a digest of the final weights per rank."""
+
+    def __new__(cls, directory: str):
+        import hashlib
+        import os
+
+        import pytorch_lightning as pl
+
+        class _Digest(pl.Callback):
+            def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+                h = hashlib.sha256()
+                for k, v in sorted(pl_module.state_dict().items()):
+                    h.update(k.encode())
+                    h.update(v.detach().cpu().contiguous().numpy().tobytes())
+                os.makedirs(directory, exist_ok=True)
+                with open(os.path.join(directory, f"weights-rank{trainer.global_rank}.txt"), "w") as f:
+                    f.write(h.hexdigest())
+
+        return _Digest()
