@@ -37,6 +37,8 @@ class DiffusionModule(pl.LightningModule):
         loss: a per-sample loss (default: denoising score matching, uniform weighting).
         sampler: a ``sample_<algo>`` function or partial (default: Heun PF-ODE).
         sample_steps: default number of sampler steps.
+        sample_spacing: time-grid spacing for sampling ("time", "logsnr", "quadratic"; None = the
+            process's default, e.g. EDM's rho schedule).
         lr, weight_decay, betas: Adam(W) settings; ``optimizer`` (a partial taking params) overrides.
         lr_decay: per-epoch exponential learning-rate decay (1.0 = none).
         seed: seed of the per-step training-noise generator.
@@ -44,7 +46,7 @@ class DiffusionModule(pl.LightningModule):
 
     def __init__(self, network: nn.Module, process: Process, geometry: Geometry | None = None,
                  prediction: str = "eps", loss: Callable | None = None, sampler: Callable | None = None,
-                 sample_steps: int = 50, lr: float = 1e-3, weight_decay: float = 0.0,
+                 sample_steps: int = 50, sample_spacing: str | None = None, lr: float = 1e-3, weight_decay: float = 0.0,
                  betas: tuple[float, float] = (0.9, 0.999), lr_decay: float = 1.0,
                  optimizer: Callable | None = None, sigma_data: float = 0.5, seed: int = 0) -> None:
         super().__init__()
@@ -55,6 +57,7 @@ class DiffusionModule(pl.LightningModule):
         self.loss_fn = loss if loss is not None else DenoisingScoreMatching()
         self.sampler = sampler if sampler is not None else sample_ode
         self.sample_steps = int(sample_steps)
+        self.sample_spacing = sample_spacing
         self.lr, self.weight_decay, self.betas, self.lr_decay = lr, weight_decay, tuple(betas), lr_decay
         self.optimizer_factory = optimizer
         self.seed = int(seed)
@@ -111,7 +114,8 @@ class DiffusionModule(pl.LightningModule):
     # -- sampling ---------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, template: dict, *, sampler: Callable | None = None, steps: int | None = None,
-               generator: torch.Generator | None = None, progress: bool = False, **kwargs: Any) -> State:
+               spacing: str | None = None, generator: torch.Generator | None = None,
+               progress: bool = False, **kwargs: Any) -> State:
         """Draw samples shaped like ``template["x"]`` (with its ``mask`` and ``cond``).
 
         Args:
@@ -122,7 +126,9 @@ class DiffusionModule(pl.LightningModule):
         template = to_device(template, self.device)
         geometry = self.geometry.bind(template.get("mask"))
         x = self.process.prior_sample(template["x"], geometry, generator=generator)
-        ts = self.process.time_grid(steps or self.sample_steps, device=self.device)
+        spacing = spacing or self.sample_spacing
+        grid_kw = {"spacing": spacing} if spacing else {}
+        ts = self.process.time_grid(steps or self.sample_steps, device=self.device, **grid_kw)
         fn = sampler or self.sampler
         was_training = self.training
         self.eval()

@@ -138,3 +138,24 @@ def test_bad_arguments() -> None:
         DiscreteDDPM(10).time_grid(50)
     with pytest.raises(ValueError, match="schedule"):
         make_betas("quadratic", 10)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["vp", "ve", "edm", "linear", "trig"])
+def test_logsnr_grid_is_uniform_in_lambda(name: str) -> None:
+    p = PROCESSES[name]
+    g = p.time_grid(12, spacing="logsnr").double()
+    assert len(g) == 13 and float(g[0]) == pytest.approx(p.t_max, rel=1e-6) and float(g[-1]) == pytest.approx(p.t_end, rel=1e-5)
+    assert (g[1:] < g[:-1]).all()
+    lam = p.coefficients(g).log_snr
+    inner = lam[1:] if name in ("linear", "trig") else lam  # t_max itself has lambda = -inf there
+    d = inner[1:] - inner[:-1]
+    assert torch.allclose(d, d.mean().expand_as(d), rtol=1e-3)
+
+
+def test_quadratic_and_bad_spacing() -> None:
+    g = VP().time_grid(4, spacing="quadratic").double()
+    assert torch.allclose(g.sqrt(), torch.linspace(1.0, 1e-3**0.5, 5, dtype=torch.float64), atol=1e-6)
+    with pytest.raises(ValueError, match="spacing"):
+        VP().time_grid(4, spacing="cosine")
+    d = DiscreteDDPM(100).time_grid(10, spacing="quadratic")
+    assert float(d[0]) == 1.0 and float(d[-1]) == pytest.approx(0.01)

@@ -115,11 +115,52 @@ class Process:
         u = torch.rand(n, generator=generator, device=device)
         return self.t_eps + (self.t_max - self.t_eps) * u
 
-    def time_grid(self, steps: int, *, device: torch.device | str = "cpu") -> Tensor:
-        """``steps + 1`` decreasing times from t_max to t_end (uniform in t)."""
+    def time_grid(self, steps: int, *, spacing: str = "time", device: torch.device | str = "cpu") -> Tensor:
+        """``steps + 1`` decreasing times from t_max to t_end.
+
+        Args:
+            spacing: ``"time"`` (uniform in t, Song et al.), ``"logsnr"`` (uniform in
+                lambda = log(alpha / sigma), DPM-Solver's recommendation for few steps) or
+                ``"quadratic"`` (uniform in sqrt(t), denser near the data, DDIM's option).
+        """
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        return torch.linspace(self.t_max, self.t_end, steps + 1, device=device, dtype=torch.float64).float()
+        if spacing == "time":
+            grid = torch.linspace(self.t_max, self.t_end, steps + 1, dtype=torch.float64)
+        elif spacing == "quadratic":
+            grid = torch.linspace(self.t_max**0.5, self.t_end**0.5, steps + 1, dtype=torch.float64) ** 2
+        elif spacing == "logsnr":
+            grid = self._logsnr_grid(steps)
+        else:
+            raise ValueError(f"unknown time-grid spacing {spacing!r}; use 'time', 'logsnr' or 'quadratic'")
+        return grid.float().to(device)
+
+    def _lam(self, t: Tensor) -> Tensor:
+        lam = self.coefficients(t).log_snr
+        return next(iter(lam.values())) if isinstance(lam, Mapping) else lam
+
+    def _logsnr_grid(self, steps: int) -> Tensor:
+        """Times whose log-SNR is evenly spaced (lambda is decreasing in t; inverted by bisection)."""
+        hi_t = torch.tensor([self.t_max], dtype=torch.float64)
+        lam_lo = self._lam(hi_t)
+        first_inf = not torch.isfinite(lam_lo).item()
+        if first_inf:  # alpha(t_max) = 0 (interpolants): space the rest from just below t_max
+            hi_t = torch.tensor([self.t_max - 1e-3 * (self.t_max - self.t_end)], dtype=torch.float64)
+            lam_lo = self._lam(hi_t)
+        lam_hi = self._lam(torch.tensor([self.t_end], dtype=torch.float64))
+        n = steps if first_inf else steps + 1
+        targets = torch.linspace(float(lam_lo), float(lam_hi), n, dtype=torch.float64)
+        lo = torch.full_like(targets, self.t_end)
+        hi = torch.full_like(targets, float(hi_t))
+        for _ in range(80):
+            mid = 0.5 * (lo + hi)
+            above = self._lam(mid) > targets  # still too little noise: move later in time
+            lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
+        grid = 0.5 * (lo + hi)
+        grid[0], grid[-1] = float(hi_t), self.t_end
+        if first_inf:
+            grid = torch.cat([torch.tensor([self.t_max], dtype=torch.float64), grid])
+        return grid
 
     def prior_std(self) -> Any:
         """Standard deviation of the prior N(0, prior_std^2 I) at t_max."""

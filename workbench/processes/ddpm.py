@@ -82,8 +82,17 @@ class DiscreteDDPM(Process):
         i = torch.randint(1, self.steps + 1, (n,), generator=generator, device=device)
         return i.float() / self.steps
 
-    def time_grid(self, steps: int, *, device: torch.device | str = "cpu") -> Tensor:
-        """``steps + 1`` grid times from t_T to t_1, evenly spaced in the step index."""
+    def time_grid(self, steps: int, *, spacing: str = "time", device: torch.device | str = "cpu") -> Tensor:
+        """``steps + 1`` grid times from t_T to t_1, evenly spaced in the step index (DDIM's
+        "uniform" skip) or, with ``spacing="quadratic"``, in its square root."""
+        if spacing not in ("time", "quadratic"):
+            raise ValueError(f"a discrete DDPM supports spacing 'time' or 'quadratic', got {spacing!r}")
+        if spacing == "quadratic":
+            i = torch.linspace(self.steps**0.5, 1.0, steps + 1, dtype=torch.float64) ** 2
+            i = torch.unique_consecutive(i.round())
+            if len(i) != steps + 1:
+                raise ValueError(f"{steps} quadratic steps do not fit a {self.steps}-step DDPM")
+            return (i / self.steps).float().to(device)
         if not 1 <= steps <= self.steps - 1:
             raise ValueError(f"steps must be in [1, {self.steps - 1}] for a {self.steps}-step DDPM, got {steps}")
         i = torch.linspace(self.steps, 1, steps + 1, dtype=torch.float64).round()

@@ -42,7 +42,10 @@ class EDM(Process):
         z = torch.randn(n, generator=generator, device=device)
         return torch.exp(self.p_mean + self.p_std * z).clamp(self.sigma_min, self.sigma_max)
 
-    def time_grid(self, steps: int, *, device: torch.device | str = "cpu") -> Tensor:
+    def time_grid(self, steps: int, *, spacing: str = "karras", device: torch.device | str = "cpu") -> Tensor:
+        """EDM's rho-spaced grid (Eq. 5) by default; other spacings as in :meth:`Process.time_grid`."""
+        if spacing != "karras":
+            return super().time_grid(steps, spacing=spacing, device=device)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         i = torch.arange(steps + 1, device=device, dtype=torch.float64) / steps

@@ -42,8 +42,8 @@ class TrigInterpolant(LinearInterpolant):
     """Trigonometric path: alpha = cos(pi t / 2), sigma = sin(pi t / 2)."""
 
     def alpha(self, t: Tensor) -> Tensor:
-        # clamp: cos(pi/2) is -4e-8 in float32, and log(alpha) must stay defined
-        return torch.cos(0.5 * math.pi * t).clamp_min(0.0)
+        # exactly 0 at t = 1 (cos(pi/2) is -4e-8 in float32 and 6e-17 in float64)
+        return torch.where(t >= 1, torch.zeros_like(t), torch.cos(0.5 * math.pi * t))
 
     def d_alpha(self, t: Tensor) -> Tensor:
         return -0.5 * math.pi * torch.sin(0.5 * math.pi * t)

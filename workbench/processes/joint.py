@@ -49,8 +49,8 @@ class JointProcess(Process):
                  generator: torch.Generator | None = None) -> Tensor:
         return self._first.sample_t(n, device=device, generator=generator)
 
-    def time_grid(self, steps: int, *, device: torch.device | str = "cpu") -> Tensor:
-        return self._first.time_grid(steps, device=device)
+    def time_grid(self, steps: int, *, spacing: str = "time", device: torch.device | str = "cpu") -> Tensor:
+        return self._first.time_grid(steps, spacing=spacing, device=device)
 
     def prior_std(self) -> dict[str, float]:
         return {k: p.prior_std() for k, p in self.processes.items()}
