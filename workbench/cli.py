@@ -138,7 +138,10 @@ def _trainer(cfg: Any, run_dir: Path) -> tuple[Any, list]:
     from .lit import AtomicCheckpointIO
 
     callbacks = [_instantiate(cfg, f"callbacks.{k}") for k in (cfg.get("callbacks") or {})]
-    loggers = [_instantiate(cfg, f"logger.{k}") for k in (cfg.get("logger") or {})]
+    loggers = []
+    for k in cfg.get("logger") or {}:
+        made = _instantiate(cfg, f"logger.{k}")
+        loggers.extend(made if isinstance(made, list) else [made])
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     try:
         trainer = pl.Trainer(callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],

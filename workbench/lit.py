@@ -23,7 +23,7 @@ from .processes.base import Process
 from .state import State, batch_size, to_device
 from .samplers.ode import sample_ode
 
-__all__ = ["DiffusionModule", "EMA", "AtomicCheckpointIO", "load_checkpoint"]
+__all__ = ["DiffusionModule", "EMA", "AtomicCheckpointIO", "load_checkpoint", "default_loggers"]
 
 
 class DiffusionModule(pl.LightningModule):
@@ -238,3 +238,15 @@ def load_checkpoint(path: Any, map_location: Any = "cpu") -> dict[str, Any]:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with the file name
         raise RuntimeError(f"cannot load checkpoint {path}: {type(e).__name__}: {e}") from e
+
+
+def default_loggers(save_dir: str) -> list[Any]:
+    """Lightning's CSV logger in ``<save_dir>/logs``, plus TensorBoard when it is installed."""
+    import importlib.util
+
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    loggers: list[Any] = [CSVLogger(save_dir=save_dir, name="logs", version="")]
+    if importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None:
+        loggers.append(TensorBoardLogger(save_dir=save_dir, name="tensorboard", version=""))
+    return loggers

@@ -60,3 +60,13 @@ def test_process_sampler_groups_instantiate_and_sample(process: str, sampler: st
 def test_other_groups_compose(group: str, option: str) -> None:
     cfg = compose_config(["experiment=toy/gmm", f"{group}={option}"])
     assert cfg[group] is not None
+
+
+def test_search_path_finds_a_domain_config_package(tmp_path: Path) -> None:
+    """Domains add config packages to Hydra's search path (the CLI passes `pkg://` entries
+    found through the `workbench.configs` entry points); here the same with a folder."""
+    exp = tmp_path / "experiment" / "fakedomain"
+    exp.mkdir(parents=True)
+    (exp / "tiny.yaml").write_text("# @package _global_\ndefaults:\n  - /experiment/toy/gmm\nname: fake_tiny\n")
+    cfg = compose_config(["experiment=fakedomain/tiny", f"hydra.searchpath=[file://{tmp_path}]"])
+    assert cfg.name == "fake_tiny" and cfg.datamodule._target_.endswith("GaussianMixtureDataModule")
