@@ -7,7 +7,8 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_python_example_runs(capsys) -> None:
+def test_readme_python_example_runs(capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # Lightning writes checkpoints/ into the working directory
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "README has no python example"
     code = blocks[0]

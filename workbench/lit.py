@@ -241,12 +241,16 @@ def load_checkpoint(path: Any, map_location: Any = "cpu") -> dict[str, Any]:
 
 
 def default_loggers(save_dir: str) -> list[Any]:
-    """Lightning's CSV logger in ``<save_dir>/logs``, plus TensorBoard when it is installed."""
+    """Lightning's CSV logger in ``<save_dir>/logs/version_<k>``, plus TensorBoard when it is installed.
+
+    Each (re)start of training gets a new version folder, so a resumed run never overwrites the
+    metrics logged before the crash.
+    """
     import importlib.util
 
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-    loggers: list[Any] = [CSVLogger(save_dir=save_dir, name="logs", version="")]
+    loggers: list[Any] = [CSVLogger(save_dir=save_dir, name="logs")]
     if importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None:
-        loggers.append(TensorBoardLogger(save_dir=save_dir, name="tensorboard", version=""))
+        loggers.append(TensorBoardLogger(save_dir=save_dir, name="tensorboard"))
     return loggers

@@ -23,7 +23,7 @@ def _clean_env(monkeypatch) -> None:
 def test_train_sample_evaluate(tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert main(["train", *FAST, f"run_dir={run}"]) == 0
-    for f in ("config.yaml", "versions.json", "checkpoints/last.ckpt", "logs/metrics.csv"):
+    for f in ("config.yaml", "versions.json", "checkpoints/last.ckpt", "logs/version_0/metrics.csv"):
         assert (run / f).exists(), f
     os.environ.pop("WORKBENCH_RUN_DIR", None)
     assert main(["sample", f"run_dir={run}", "sampler=dpm_solver", "sample.n=40"]) == 0
