@@ -122,7 +122,13 @@ def build(cfg: Any) -> tuple[Any, Any, Any]:
     loss = _instantiate(cfg, "loss")
     sampler = _instantiate(cfg, "sampler")
     metrics = _instantiate(cfg, "metrics") if cfg.get("metrics") is not None else None
-    kwargs = OmegaConf.to_container(cfg.module, resolve=True)
+    from hydra.utils import instantiate
+
+    try:  # nested _target_ entries (e.g. an optimizer partial) are instantiated
+        kwargs = instantiate(cfg.module, _convert_="all")
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"bad value under config key 'module': {_one_line(e)}") from e
+    kwargs = dict(kwargs)
     try:
         module = DiffusionModule(network=network, process=process, geometry=geometry, loss=loss,
                                  sampler=sampler, seed=int(cfg.seed), **kwargs)

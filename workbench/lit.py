@@ -111,6 +111,16 @@ class DiffusionModule(pl.LightningModule):
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.lr_decay)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
+    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Clip as configured; a network with ``clip_groups()`` (lists of parameters) has each
+        group's norm clipped on its own (GDSS clips its X and A networks separately)."""
+        groups = getattr(self.network, "clip_groups", None)
+        if groups is None or not gradient_clip_val or gradient_clip_algorithm not in (None, "norm"):
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        for params in groups():
+            torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], gradient_clip_val)
+
     # -- sampling ---------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, template: dict, *, sampler: Callable | None = None, steps: int | None = None,

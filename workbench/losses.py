@@ -50,10 +50,17 @@ class DenoisingScoreMatching:
         reduction: ``"mean"`` over valid entries or ``"sum"`` (GDSS sums).
         key_weights: optional per-variable factors for dict states.
         min_snr_gamma: gamma of the min-SNR weighting.
+        space: ``"native"`` regresses the raw output on its own target; ``"eps"`` / ``"x0"`` compare
+            the converted predictions instead (GDSS's loss is (s sigma + z)^2 = eps error for both
+            its eps- and score-output networks).
     """
 
     def __init__(self, weighting: Weighting = "uniform", reduction: Literal["mean", "sum"] = "mean",
-                 key_weights: dict[str, float] | None = None, min_snr_gamma: float = 5.0) -> None:
+                 key_weights: dict[str, float] | None = None, min_snr_gamma: float = 5.0,
+                 space: Literal["native", "eps", "x0"] = "native") -> None:
+        if space not in ("native", "eps", "x0"):
+            raise ValueError(f"loss space must be 'native', 'eps' or 'x0', got {space!r}")
+        self.space = space
         if isinstance(weighting, str) and weighting not in ("uniform", "sigma2", "likelihood", "min_snr"):
             raise ValueError(f"unknown weighting {weighting!r}")
         self.weighting, self.reduction = weighting, reduction
@@ -85,7 +92,11 @@ class DenoisingScoreMatching:
         xt = process.marginal(x0, t, eps, geometry)
         coef = process.at(t, x0, geometry)
         out = denoiser.raw(xt, t, coef, **(extras or {}))
-        target = denoiser.target(x0, eps, xt, coef)
+        if self.space == "native":
+            target = denoiser.target(x0, eps, xt, coef)
+        else:
+            pred = denoiser.to_prediction(out, xt, coef)
+            out, target = (pred.eps, eps) if self.space == "eps" else (pred.x0, x0)
         sq = tree_map(lambda o, y: (o - y) ** 2, out, target)
         parts = geometry.reduce_parts(sq, self.reduction)
         w = self._weight(_flat_coef(coef), t)

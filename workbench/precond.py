@@ -112,16 +112,30 @@ class Denoiser(nn.Module):
         net: the network; it sees the (EDM-scaled, if ``prediction="edm"``) state and
             ``process.net_time(t)`` and returns a state shaped like its input.
         process: the forward process.
-        prediction: what the network outputs (see module docstring).
+        prediction: what the network outputs (see module docstring); for a dict state, a dict
+            giving one type per variable is allowed (GDSS: eps for a VP variable, score for VE).
         sigma_data: data standard deviation for EDM preconditioning.
     """
 
-    def __init__(self, net: nn.Module, process: Process, prediction: PredictionType = "eps",
+    def __init__(self, net: nn.Module, process: Process, prediction: PredictionType | dict[str, PredictionType] = "eps",
                  sigma_data: float = 0.5) -> None:
         super().__init__()
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
-        self.net, self.process, self.prediction, self.sigma_data = net, process, prediction, float(sigma_data)
+        kinds = prediction.values() if isinstance(prediction, dict) else [prediction]
+        for kind in kinds:
+            if kind not in PREDICTIONS:
+                raise ValueError(f"prediction must be one of {PREDICTIONS}, got {kind!r}")
+        if isinstance(prediction, dict) and "edm" in prediction.values():
+            raise ValueError("EDM preconditioning applies to the whole state; use prediction='edm'")
+        self.net, self.process, self.sigma_data = net, process, float(sigma_data)
+        self.prediction = dict(prediction) if isinstance(prediction, dict) else prediction
+
+    def kind(self, key: str | None) -> str:
+        """The prediction type of variable ``key`` (``None`` for a Tensor state)."""
+        if isinstance(self.prediction, dict):
+            if key not in self.prediction:
+                raise KeyError(f"no prediction type given for state variable {key!r}; have {sorted(self.prediction)}")
+            return self.prediction[key]
+        return self.prediction
 
     def raw(self, x: State, t: Tensor, coef: Coefficients, **extras: Any) -> State:
         """The network's raw output at (x_t, t)."""
@@ -140,20 +154,27 @@ class Denoiser(nn.Module):
         t = self.process._batch_t(t, x)
         coef = self.process.at(t, x, geometry)
         out = self.raw(x, t, coef, **extras)
-        pairs = tree_map(
-            lambda o, v, a, s, da, ds: to_x0_eps(self.prediction, o, v, a, s, da, ds, self.sigma_data),
-            out, x, coef.alpha, coef.sigma, coef.d_alpha, coef.d_sigma,
-        )
+        return self.to_prediction(out, x, coef)
+
+    def to_prediction(self, out: State, x: State, coef: Coefficients) -> Prediction:
+        """Convert a raw network output at x_t into a :class:`Prediction`."""
+        pairs = _keywise(lambda k, o, v, a, s, da, ds: to_x0_eps(self.kind(k), o, v, a, s, da, ds, self.sigma_data),
+                         out, x, coef.alpha, coef.sigma, coef.d_alpha, coef.d_sigma)
         if isinstance(pairs, dict):
             return Prediction({k: p[0] for k, p in pairs.items()}, {k: p[1] for k, p in pairs.items()}, coef)
         return Prediction(pairs[0], pairs[1], coef)
 
     def target(self, x0: State, eps: State, x: State, coef: Coefficients) -> State:
         """The raw output a perfect network would give for these (x0, eps) (the regression target)."""
-        return tree_map(
-            lambda c, e, v, a, s, da, ds: from_x0_eps(self.prediction, c, e, v, a, s, da, ds, self.sigma_data),
-            x0, eps, x, coef.alpha, coef.sigma, coef.d_alpha, coef.d_sigma,
-        )
+        return _keywise(lambda k, c, e, v, a, s, da, ds: from_x0_eps(self.kind(k), c, e, v, a, s, da, ds, self.sigma_data),
+                        x0, eps, x, coef.alpha, coef.sigma, coef.d_alpha, coef.d_sigma)
+
+
+def _keywise(fn: Any, first: State, *rest: Any) -> Any:
+    """Like tree_map, but ``fn`` also receives the variable name (None for a Tensor state)."""
+    if isinstance(first, dict):
+        return {k: fn(k, first[k], *(r[k] if isinstance(r, dict) else r for r in rest)) for k in first}
+    return fn(None, first, *rest)
 
 
 def _check_structure(out: State, x: State) -> None:

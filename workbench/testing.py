@@ -66,7 +66,7 @@ def check_adapter(adapter: Any, *, samplers: dict[str, Callable] | None = None, 
     Raises AssertionError with a message naming the failing point. Returns a summary.
     """
     from .lit import DiffusionModule  # local: lit imports lightning
-    from .samplers import sample_ddim, sample_dpm_solver, sample_euler_maruyama, sample_ode, sample_pc
+    from .samplers import sample_ddim, sample_dpm_solver, sample_euler_maruyama, sample_ode, sample_pc, sample_s4
 
     torch.manual_seed(0)
     dm = adapter.datamodule
@@ -118,13 +118,13 @@ def check_adapter(adapter: Any, *, samplers: dict[str, Callable] | None = None, 
     # every sampler on the untrained model
     samplers = samplers or {
         "euler_maruyama": sample_euler_maruyama, "pc": sample_pc, "ode": sample_ode,
-        "ddim": sample_ddim, "dpm_solver": sample_dpm_solver,
+        "ddim": sample_ddim, "dpm_solver": sample_dpm_solver, "s4": sample_s4,
     }
     module.eval()
     template = dm.sample_template(batch)
     results = {}
     for name, fn in samplers.items():
-        if name in ("euler_maruyama", "pc") and not module.process.stochastic:
+        if name in ("euler_maruyama", "pc", "s4") and not module.process.stochastic:
             continue
         s = module.sample(template, sampler=fn, steps=steps)
         for k in keys_of(s):

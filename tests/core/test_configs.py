@@ -46,7 +46,7 @@ def test_process_sampler_groups_instantiate_and_sample(process: str, sampler: st
     dm, module, metrics = build(cfg)
     dm.setup("fit")
     template = dm.sample_template(8)
-    if sampler in ("em", "pc") and not module.process.stochastic:
+    if sampler in ("em", "pc", "s4") and not module.process.stochastic:
         with pytest.raises(ValueError, match="not defined"):
             module.sample(template, steps=3)
         return

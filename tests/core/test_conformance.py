@@ -18,7 +18,7 @@ def test_adapter_conforms(entry) -> None:
     except (ImportError, FileNotFoundError) as e:  # optional extra or data not installed here
         pytest.skip(f"adapter {entry.name} unavailable: {e}")
     summary = check_adapter(adapter)
-    assert summary["samplers"] == sorted(["euler_maruyama", "pc", "ode", "ddim", "dpm_solver"]) or \
+    assert summary["samplers"] == sorted(["euler_maruyama", "pc", "ode", "ddim", "dpm_solver", "s4"]) or \
         not adapter.process.stochastic
     assert all(isinstance(v, float) for v in summary["metrics"].values())
 

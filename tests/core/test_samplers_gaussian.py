@@ -10,7 +10,7 @@ from workbench.geometry import Euclidean, Masked, Product
 from workbench.precond import Prediction
 from workbench.processes import EDM, VE, VP, DiscreteDDPM, JointProcess, LinearInterpolant, SubVP, TrigInterpolant
 
-from workbench.samplers import NFECounter, sample_ddim, sample_dpm_solver, sample_euler_maruyama, sample_ode, sample_pc
+from workbench.samplers import NFECounter, sample_ddim, sample_dpm_solver, sample_euler_maruyama, sample_ode, sample_pc, sample_s4
 from workbench.testing import GaussianDenoiser
 
 PROCESSES = {
@@ -21,6 +21,9 @@ PROCESSES = {
 SAMPLERS = {
     "euler_maruyama": (sample_euler_maruyama, {}, 500, True),
     "pc": (sample_pc, {"snr": 0.05}, 300, True),
+    "pc_ancestral_gdss_order": (sample_pc, {"snr": 0.05, "predictor": "ancestral", "corrector_first": True}, 300, True),
+    "pc_euler_no_corrector": (sample_pc, {"predictor": "euler_maruyama", "corrector": "none"}, 500, True),
+    "s4": (sample_s4, {"snr": 0.05, "denoise": True}, 300, True),
     "ode_euler": (sample_ode, {"method": "euler"}, 1000, False),
     "ode_heun": (sample_ode, {"method": "heun"}, 60, False),
     "ddim": (sample_ddim, {}, 100, False),
@@ -48,7 +51,7 @@ def test_sampler_recovers_gaussian(pname: str, sname: str, gaussian2d) -> None:
     assert torch.isfinite(out).all()
     assert (out.mean(0) - mean).abs().max() < 0.08, out.mean(0)
     assert (torch.cov(out.T) - cov).abs().max() < 0.12, torch.cov(out.T)
-    per_step = 2 if sname == "ode_heun" or sname == "pc" else 1
+    per_step = 2 if sname in ("ode_heun", "pc", "pc_ancestral_gdss_order") else 1
     assert model.nfe == steps * per_step + 1
 
 
