@@ -319,12 +319,13 @@ def demo(out: str | os.PathLike = "workbench-demo", tiny: bool | None = None) ->
 
 def demo_experiments(tiny: bool) -> list[tuple[str, list[str]]]:
     """(experiment, overrides) pairs run by ``workbench demo``: the core toy plus every domain's
-    ``workbench.demos`` entry point (name -> experiment)."""
+    ``workbench.demos`` entry point (its name is the experiment, its value the domain package)."""
     budget = ["trainer.max_epochs=2", "sample.n=512", "sample.batch_size=512", "sample.steps=10"] if tiny \
         else ["trainer.max_epochs=20", "sample.steps=30"]
     exps = [("toy/gmm", ["trainer.enable_progress_bar=false", *budget])]
     for ep in sorted(metadata.entry_points(group="workbench.demos"), key=lambda e: e.name):
-        exps.append((ep.value, [f"+demo_tiny={str(tiny).lower()}"]))
+        extra = ["trainer.max_epochs=3", "sample.n=16", "sample.steps=10"] if tiny else []
+        exps.append((ep.name, ["trainer.enable_progress_bar=false", *extra]))
     return exps
 
 

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .state import State, batch_size, split
 
 __all__ = [
-    "data_root", "find_data", "atomic_write", "write_json", "save_tensors", "download",
+    "data_root", "cache_dir", "find_data", "atomic_write", "write_json", "save_tensors", "download",
     "sha256sum", "EpochSeededSampler", "DomainDataModule",
 ]
 
@@ -35,6 +35,18 @@ def data_root() -> Path:
         return Path(env).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(cache) / "workbench"
+
+
+def cache_dir() -> Path:
+    """Where preprocessed data is cached: ``$WORKBENCH_CACHE`` or ``~/.cache/workbench/cache``.
+
+    Kept apart from :func:`data_root`, which may be read-only (a shared data folder).
+    """
+    env = os.environ.get("WORKBENCH_CACHE")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "workbench" / "cache"
 
 
 def find_data(relpath: str, hint: str = "") -> Path:

@@ -74,6 +74,9 @@ class DiscreteDDPM(Process):
         v, dv = self._interp(self._log_s2, t)
         return 0.5 * torch.exp(0.5 * v) * dv
 
+    def prior_std(self) -> float:
+        return 1.0
+
     def net_time(self, t: Tensor) -> Tensor:
         return torch.round(t * self.steps) - 1
 

@@ -41,3 +41,8 @@ class VP(Process):
     def d_sigma(self, t: Tensor) -> Tensor:
         a = self.alpha(t)
         return 0.5 * self.beta(t) * a * a / self.sigma(t)
+
+    def prior_std(self) -> float:
+        """N(0, I), the SDE's stationary distribution (Song et al.; GDSS also uses it when
+        beta_max is small and the marginal at t = 1 is not yet standard)."""
+        return 1.0

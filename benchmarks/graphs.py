@@ -1,0 +1,179 @@
+"""GDSS benchmarks of the graphs domain (issue 3).
+
+    python benchmarks/graphs.py community [--epochs 5000]
+    python benchmarks/graphs.py qm9 [--epochs 40] [--n 1000]
+
+community: community-small at the paper's settings (GDSS config: 5000 epochs, batch 128, lr 1e-2),
+  training seconds per epoch; then 128 graphs from each sampler (GDSS's Euler-Maruyama + Langevin
+  over 1000 steps, and the core samplers at 50 / 100 NFE), wall time, and the three MMDs against
+  the 20 test graphs, computed on the first 20 samples (GDSS's protocol) and on all 128.
+qm9: QM9 on a fixed 10,000-molecule training subset for a fixed epoch budget; 1,000 molecules from
+  GDSS's reverse diffusion + Langevin (1000 steps), S4 (1000 steps) and each core sampler at 50 and
+  100 NFE: validity w/o correction, uniqueness, novelty, NSPDK and FCD against a fixed 1,000-molecule
+  test subset, with wall time.
+Results go to benchmarks/results/graphs.json (each part is written as soon as it finishes) and a
+Markdown table is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from workbench.cli import _load_run, compose_config, train, versions
+from workbench.data import write_json
+from workbench.samplers import NFECounter, sample_ddim, sample_dpm_solver, sample_ode, sample_pc, sample_s4
+from workbench.state import cat
+
+OUT = Path(__file__).parent / "results" / "graphs.json"
+
+
+def _load() -> dict:
+    return json.loads(OUT.read_text()) if OUT.exists() else {}
+
+
+def _save(key: str, value: dict) -> None:
+    data = _load()
+    data[key] = value
+    data["versions"] = versions()
+    write_json(OUT, data)
+
+
+def _samplers(paper: tuple[str, object], steps: int) -> list[tuple[str, object, int]]:
+    """(label, sampler, steps): the paper's sampler at `steps`, and the core samplers at ~50 / ~100 NFE."""
+    out = [paper + (steps,)]
+    for nfe in (50, 100):
+        out += [
+            (f"dpm-solver++(2M) logsnr {nfe}", partial(sample_dpm_solver), nfe - 1),
+            (f"heun ode {nfe}", partial(sample_ode, method="heun"), nfe // 2 - 1),
+            (f"ddim {nfe}", partial(sample_ddim), nfe - 1),
+        ]
+    return out
+
+
+def _draw(module, dm, sampler, steps: int, n: int, batch: int, spacing: str | None, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    counter = NFECounter(module.denoiser)
+    geometry_fn = module.geometry
+    chunks = []
+    t0 = time.perf_counter()
+    for start in range(0, n, batch):
+        tmpl = dm.sample_template(min(batch, n - start), generator=g)
+        geometry = geometry_fn.bind(tmpl.get("mask"))
+        x = module.process.prior_sample(tmpl["x"], geometry, generator=g)
+        kw = {"spacing": spacing} if spacing else {}
+        ts = module.process.time_grid(steps, **kw)
+        chunks.append(sampler(counter, x, ts, process=module.process, geometry=geometry,
+                              extra_args=module._extras(tmpl), generator=g))
+    return cat(chunks), time.perf_counter() - t0, counter.nfe // max(1, -(-n // batch))
+
+
+def community(epochs: int, run_dir: Path) -> dict:
+    from workbench.domains.graphs.data import tensors_to_graphs
+    from workbench.domains.graphs.metrics import generic_graph_metrics
+
+    cfg = compose_config(["experiment=graphs/community_small", f"trainer.max_epochs={epochs}", f"run_dir={run_dir}",
+                          "trainer.enable_progress_bar=false", "resume=true"])
+    t0 = time.perf_counter()
+    train(cfg)
+    train_s = time.perf_counter() - t0
+    os.environ.pop("WORKBENCH_RUN_DIR", None)
+    dm, module, _, _ = _load_run(cfg)
+    dm.setup()
+    module.eval()
+    ref = dm.reference()
+    paper = ("GDSS Euler-Maruyama + Langevin 1000", partial(sample_pc, predictor="euler_maruyama", corrector="langevin",
+                                                          snr=0.05, scale_eps=0.7, corrector_first=True, denoise=False))
+    rows = []
+    for label, fn, steps in _samplers(paper, 1000) + [("GDSS S4 1000", partial(sample_s4, snr=0.05, scale_eps=0.7), 1000)]:
+        spacing = "logsnr" if "logsnr" in label else None
+        samples, sec, nfe = _draw(module, dm, fn, steps, 128, 128, spacing)
+        graphs = tensors_to_graphs(samples["adj"])
+        m20 = generic_graph_metrics(graphs[: len(ref)], ref)
+        m128 = generic_graph_metrics(graphs, ref)
+        rows.append({"sampler": label, "nfe_per_network": nfe, "seconds_128": round(sec, 2),
+                     **{f"{k}@20": v for k, v in m20.items()}, **{f"{k}@128": v for k, v in m128.items()}})
+        print(rows[-1], file=sys.stderr)
+    result = {"epochs": epochs, "train_seconds": round(train_s, 1), "seconds_per_epoch": round(train_s / epochs, 4),
+              "params": sum(p.numel() for p in module.parameters()), "rows": rows,
+              "reference": {"seconds_per_epoch": 0.48, "sampler_seconds_128": 400,
+                            "paper_mmd": {"degree": 0.045, "clustering": 0.086, "orbit": 0.007}}}
+    _save("community_small", result)
+    return result
+
+
+def qm9(epochs: int, n: int, run_dir: Path) -> dict:
+    cfg = compose_config(["experiment=graphs/qm9_cpu", f"trainer.max_epochs={epochs}", f"run_dir={run_dir}",
+                          "trainer.enable_progress_bar=false", "resume=true"])
+    t0 = time.perf_counter()
+    train(cfg)
+    train_s = time.perf_counter() - t0
+    os.environ.pop("WORKBENCH_RUN_DIR", None)
+    dm, module, metrics, _ = _load_run(cfg)
+    dm.setup()
+    module.eval()
+    ref = dm.reference()
+    paper = ("GDSS reverse diffusion + Langevin 1000", partial(sample_pc, predictor="reverse_diffusion", corrector="langevin",
+                                                             snr=0.2, scale_eps=0.7, corrector_first=True, denoise=False))
+    rows = []
+    for label, fn, steps in _samplers(paper, 1000) + [("GDSS S4 1000", partial(sample_s4, snr=0.2, scale_eps=0.7), 1000)]:
+        spacing = "logsnr" if "logsnr" in label else None
+        samples, sec, nfe = _draw(module, dm, fn, steps, n, n, spacing)
+        m = metrics(samples, ref)
+        rows.append({"sampler": label, "nfe_per_network": nfe, "seconds": round(sec, 2), **m})
+        print(rows[-1], file=sys.stderr)
+        _save("qm9", {"epochs": epochs, "train_subset": 10000, "n_samples": n, "train_seconds": round(train_s, 1),
+                      "rows": rows, "paper": {"validity_wo_correction": 0.9572, "nspdk_mmd": 0.003, "fcd": 2.900,
+                                              "uniqueness": 0.9846, "novelty": 0.8627}})
+    return _load()["qm9"]
+
+
+def table(data: dict) -> str:
+    lines = []
+    if "community_small" in data:
+        c = data["community_small"]
+        lines += [f"community-small, paper settings: {c['epochs']} epochs in {c['train_seconds']} s "
+                  f"({c['seconds_per_epoch']} s/epoch; reference code 0.48 s/epoch), {c['params']} parameters.", "",
+                  "| sampler | NFE/net | s / 128 graphs | deg@20 | clus@20 | orbit@20 | deg@128 | clus@128 | orbit@128 |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in c["rows"]:
+            lines.append(f"| {r['sampler']} | {r['nfe_per_network']} | {r['seconds_128']} | {r['degree_mmd@20']:.4f} | "
+                         f"{r['clustering_mmd@20']:.4f} | {r['orbit_mmd@20']:.4f} | {r['degree_mmd@128']:.4f} | "
+                         f"{r['clustering_mmd@128']:.4f} | {r['orbit_mmd@128']:.4f} |")
+        lines.append("")
+    if "qm9" in data:
+        q = data["qm9"]
+        lines += [f"QM9, {q['train_subset']} training molecules, {q['epochs']} epochs ({q['train_seconds']} s), "
+                  f"{q['n_samples']} samples vs 1,000 test molecules.", "",
+                  "| sampler | NFE/net | s | val. w/o corr. | unique | novel | NSPDK | FCD |", "|---|---|---|---|---|---|---|---|"]
+        for r in q["rows"]:
+            lines.append(f"| {r['sampler']} | {r['nfe_per_network']} | {r['seconds']} | {r['validity_wo_correction']:.3f} | "
+                         f"{r['uniqueness']:.3f} | {r['novelty']:.3f} | {r.get('nspdk_mmd', float('nan')):.4f} | "
+                         f"{r.get('fcd', float('nan')):.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("part", choices=["community", "qm9", "table"])
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--run-dir", default="runs/benchmarks")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    run = Path(args.run_dir)
+    if args.part == "community":
+        community(args.epochs or 5000, run / "community_small")
+    elif args.part == "qm9":
+        qm9(args.epochs or 40, args.n, run / "qm9")
+    print(table(_load()))
+
+
+if __name__ == "__main__":
+    main()

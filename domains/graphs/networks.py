@@ -1,0 +1,194 @@
+"""GDSS's score networks (Jo et al. 2022, Sec. 3.3 and App. C): ScoreNetworkX (a dense GCN stack
+and an MLP) and ScoreNetworkA (graph multi-head attention over the adjacency powers A, A^2, ...).
+
+As in the paper, the networks are not conditioned on t; the VP / VE scaling of the output is done
+by the core's :class:`workbench.precond.Denoiser` (``eps`` for a VP variable, ``score`` for VE).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["gcn_norm", "DenseGCNConv", "MLP", "ScoreNetworkX", "ScoreNetworkA", "GDSSNetwork", "mask_nodes", "mask_pairs"]
+
+
+def mask_nodes(x: Tensor, flags: Tensor | None) -> Tensor:
+    """Zero the features of padded nodes: x [B, N, F], flags [B, N]."""
+    return x if flags is None else x * flags[..., None]
+
+
+def mask_pairs(a: Tensor, flags: Tensor | None) -> Tensor:
+    """Zero rows and columns of padded nodes: a [B, N, N] or [B, C, N, N]."""
+    if flags is None:
+        return a
+    f = flags[:, None] if a.ndim == 4 else flags
+    return a * f[..., :, None] * f[..., None, :]
+
+
+def gcn_norm(adj: Tensor) -> Tensor:
+    """D^-1/2 (A with unit diagonal) D^-1/2 with degrees clamped at 1 (the adjacency here is noisy
+    and may have negative weights). Computed once per adjacency and shared by the convolutions."""
+    eye = torch.eye(adj.shape[-1], device=adj.device, dtype=adj.dtype)
+    a = adj * (1 - eye) + eye
+    d = a.sum(-1).clamp(min=1).rsqrt()
+    return d[..., :, None] * a * d[..., None, :]
+
+
+class DenseGCNConv(nn.Module):
+    """Dense graph convolution (Kipf & Welling 2017) on a normalised adjacency (:func:`gcn_norm`):
+    A_hat X W + b."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_dim, out_dim))
+        self.bias = nn.Parameter(torch.zeros(out_dim))
+        bound = math.sqrt(6.0 / (in_dim + out_dim))
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def forward(self, x: Tensor, adj_norm: Tensor) -> Tensor:
+        return adj_norm @ (x @ self.weight) + self.bias
+
+
+class MLP(nn.Module):
+    """``num_layers`` linear layers with an activation between them (a single layer is linear)."""
+
+    def __init__(self, num_layers: int, in_dim: int, hidden: int, out_dim: int,
+                 act: Callable[[Tensor], Tensor] = F.relu) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError("an MLP needs at least one layer")
+        dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.act = act
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = self.act(x)
+        return x
+
+
+class ScoreNetworkX(nn.Module):
+    """Node-feature network: ``depth`` GCN layers (tanh), all layer outputs concatenated with the
+    input, then a 3-layer ELU MLP to the feature size; padded nodes masked."""
+
+    def __init__(self, max_feat_num: int, depth: int = 2, nhid: int = 16) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(DenseGCNConv(max_feat_num if i == 0 else nhid, nhid) for i in range(depth))
+        fdim = max_feat_num + depth * nhid
+        self.final = MLP(3, fdim, 2 * fdim, max_feat_num, act=F.elu)
+
+    def forward(self, x: Tensor, adj: Tensor, flags: Tensor | None) -> Tensor:
+        hs, a = [x], gcn_norm(adj)
+        for conv in self.convs:
+            x = torch.tanh(conv(x, a))
+            hs.append(x)
+        return mask_nodes(self.final(torch.cat(hs, -1)), flags)
+
+
+class _Attention(nn.Module):
+    """One graph multi-head attention (Baek et al. 2021): Q, K, V from GCNs; the attention map
+    tanh(Q K^T / sqrt(out_dim)) is averaged over heads and symmetrised."""
+
+    def __init__(self, in_dim: int, attn_dim: int, out_dim: int, num_heads: int = 4) -> None:
+        super().__init__()
+        if attn_dim % num_heads:
+            raise ValueError(f"attention dim {attn_dim} is not divisible by {num_heads} heads")
+        self.q, self.k = DenseGCNConv(in_dim, attn_dim), DenseGCNConv(in_dim, attn_dim)
+        self.v = DenseGCNConv(in_dim, out_dim)
+        self.heads, self.out_dim = num_heads, out_dim
+
+    def forward(self, x: Tensor, adj: Tensor) -> tuple[Tensor, Tensor]:
+        B, N, _ = x.shape
+        a = gcn_norm(adj)
+        q = self.q(x, a).view(B, N, self.heads, -1).transpose(1, 2)    # [B, H, N, d]
+        k = self.k(x, a).view(B, N, self.heads, -1).transpose(1, 2)
+        att = torch.tanh(q @ k.transpose(-1, -2) / math.sqrt(self.out_dim)).mean(1)
+        return self.v(x, a), 0.5 * (att + att.transpose(-1, -2))
+
+
+class _AttentionLayer(nn.Module):
+    """A GMH layer over C_in adjacency channels -> new node features and C_out channels."""
+
+    def __init__(self, num_linears: int, in_dim: int, attn_dim: int, out_dim: int, c_in: int, c_out: int,
+                 num_heads: int = 4) -> None:
+        super().__init__()
+        self.attn = nn.ModuleList(_Attention(in_dim, attn_dim, out_dim, num_heads) for _ in range(c_in))
+        hidden = 2 * max(c_in, c_out)
+        self.edge_mlp = MLP(num_linears, 2 * c_in, hidden, c_out, act=F.elu)
+        self.node_mlp = MLP(2, c_in * out_dim, hidden, out_dim, act=F.elu)
+
+    def forward(self, x: Tensor, adjc: Tensor, flags: Tensor | None) -> tuple[Tensor, Tensor]:
+        feats, maps = zip(*(att(x, adjc[:, c]) for c, att in enumerate(self.attn)))
+        x_out = torch.tanh(mask_nodes(self.node_mlp(torch.cat(feats, -1)), flags))
+        e = torch.cat([torch.stack(maps, -1), adjc.permute(0, 2, 3, 1)], -1)   # [B, N, N, 2 C_in]
+        a = self.edge_mlp(e).permute(0, 3, 1, 2)
+        return x_out, mask_pairs(a + a.transpose(-1, -2), flags)
+
+
+def _powers(adj: Tensor, c: int) -> Tensor:
+    """[A, A^2, ..., A^c] stacked as channels: [B, c, N, N]."""
+    out, p = [adj], adj
+    for _ in range(c - 1):
+        p = p @ adj
+        out.append(p)
+    return torch.stack(out, 1)
+
+
+class ScoreNetworkA(nn.Module):
+    """Adjacency network: GMH layers over the adjacency powers, channels c_init -> c_hid ... ->
+    c_final; all channels concatenated and read out per edge by a 3-layer ELU MLP; the output is
+    symmetric with a zero diagonal and masked by the node flags."""
+
+    def __init__(self, max_feat_num: int, nhid: int = 16, num_layers: int = 3, num_linears: int = 3,
+                 c_init: int = 2, c_hid: int = 8, c_final: int = 4, adim: int = 16, num_heads: int = 4) -> None:
+        super().__init__()
+        self.c_init = c_init
+        layers = []
+        for i in range(num_layers):
+            c_in = c_init if i == 0 else c_hid
+            c_out = c_final if i == num_layers - 1 else c_hid
+            layers.append(_AttentionLayer(num_linears, max_feat_num if i == 0 else nhid,
+                                          nhid if i == 0 else adim, nhid, c_in, c_out, num_heads))
+        self.layers = nn.ModuleList(layers)
+        fdim = c_hid * (num_layers - 1) + c_final + c_init
+        self.final = MLP(3, fdim, 2 * fdim, 1, act=F.elu)
+
+    def forward(self, x: Tensor, adj: Tensor, flags: Tensor | None) -> Tensor:
+        adjc = _powers(adj, self.c_init)
+        chans = [adjc]
+        for layer in self.layers:
+            x, adjc = layer(x, adjc, flags)
+            chans.append(adjc)
+        out = self.final(torch.cat(chans, 1).permute(0, 2, 3, 1)).squeeze(-1)
+        off = 1.0 - torch.eye(out.shape[-1], device=out.device, dtype=out.dtype)
+        return mask_pairs(out * off, flags)
+
+
+class GDSSNetwork(nn.Module):
+    """The pair of GDSS networks on a graph State ``{"x": [B, N, F], "adj": [B, N, N]}``.
+
+    ``forward(state, t, mask=flags)`` returns ``{"x": ScoreNetworkX(...), "adj": ScoreNetworkA(...)}``;
+    t is ignored (GDSS has no time conditioning). :meth:`clip_groups` lets the trainer clip the two
+    networks' gradients separately, as GDSS's two optimisers do.
+    """
+
+    def __init__(self, max_feat_num: int, x_depth: int = 2, x_nhid: int = 16, a_nhid: int = 16,
+                 a_layers: int = 3, a_linears: int = 3, c_init: int = 2, c_hid: int = 8, c_final: int = 4,
+                 adim: int = 16, num_heads: int = 4) -> None:
+        super().__init__()
+        self.net_x = ScoreNetworkX(max_feat_num, x_depth, x_nhid)
+        self.net_adj = ScoreNetworkA(max_feat_num, a_nhid, a_layers, a_linears, c_init, c_hid, c_final, adim, num_heads)
+
+    def forward(self, state: dict[str, Tensor], t: Tensor, mask: Tensor | None = None,
+                cond: Tensor | None = None) -> dict[str, Tensor]:
+        x, adj = state["x"], state["adj"]
+        return {"x": self.net_x(x, adj, mask), "adj": self.net_adj(x, adj, mask)}
+
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        return [list(self.net_x.parameters()), list(self.net_adj.parameters())]

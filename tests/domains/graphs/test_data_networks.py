@@ -1,0 +1,129 @@
+"""Datamodules (generic graphs and molecules), PyG interoperability, and the GDSS networks."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("networkx")
+from workbench.data import data_root  # noqa: E402
+from workbench.domains.graphs.data import (  # noqa: E402
+    GenericGraphDataModule, MoleculeDataModule, from_pyg, graphs_to_tensors, quantize_atoms, quantize_bonds,
+    tensors_to_graphs, to_pyg,
+)
+from workbench.domains.graphs.networks import GDSSNetwork  # noqa: E402
+
+
+def test_generated_community_small_batches() -> None:
+    dm = GenericGraphDataModule("community_small", source="generate", n_graphs=30, batch_size=8)
+    dm.setup()
+    assert len(dm.train_set) == 24 and len(dm.reference()) == 6
+    b = next(iter(dm.train_dataloader()))
+    x, adj, mask = b["x"]["x"], b["x"]["adj"], b["mask"]
+    assert x.shape == (8, 20, 10) and adj.shape == (8, 20, 20) and mask.shape == (8, 20)
+    assert torch.equal(adj, adj.transpose(1, 2)) and (torch.diagonal(adj, dim1=1, dim2=2) == 0).all()
+    assert torch.equal(x.argmax(-1) * mask.long(), adj.sum(-1).long())  # one-hot degree
+    t = dm.sample_template(5)
+    assert t["mask"].shape == (5, 20) and set(t["mask"].sum(-1).tolist()) <= set(range(12, 21))
+
+
+def test_pyg_round_trip() -> None:
+    dm = GenericGraphDataModule("community_small", source="generate", n_graphs=10)
+    dm.setup()
+    item = dm.train_set[0]
+    data = to_pyg(item)
+    assert data.num_nodes == int(item["mask"].sum()) and data.edge_index.shape[0] == 2
+    back = from_pyg(data, 20)
+    assert torch.equal(back["x"]["adj"], item["x"]["adj"]) and torch.equal(back["mask"], item["mask"])
+
+
+def test_limits_are_errors_and_empty_graphs_warn() -> None:
+    import networkx as nx
+
+    with pytest.raises(ValueError, match="exceed max_nodes"):
+        graphs_to_tensors([nx.path_graph(30)], max_nodes=20, max_feat=10)
+    with pytest.warns(UserWarning, match="skipped 1 empty"):
+        ds = graphs_to_tensors([nx.Graph(), nx.path_graph(3)], max_nodes=5, max_feat=4)
+    assert len(ds) == 1
+    g = tensors_to_graphs(torch.tensor([[[0.0, 0.9, 0.1], [0.9, 0, 0.2], [0.1, 0.2, 0]]]))[0]
+    assert sorted(g.edges()) == [(0, 1)]
+
+
+@pytest.mark.skipif(not (data_root() / "graphs" / "community_small.json.gz").exists(),
+                    reason="community_small.json.gz not under WORKBENCH_DATA/graphs")
+def test_community_small_file_matches_gdss_split() -> None:
+    dm = GenericGraphDataModule("community_small", source="file")
+    dm.setup()
+    assert len(dm.train_set) == 80 and len(dm.reference()) == 20
+
+
+def _write_csv(path: Path, rows: list[str]) -> Path:
+    with gzip.open(path, "wt") as f:
+        f.write("index,SMILES1\n" + "".join(f"{i},{s}\n" for i, s in enumerate(rows)))
+    return path
+
+
+def test_molecule_datamodule_split_cache_and_counted_drops(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("rdkit")
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    rows = ["CCO", "c1ccccc1", "C#N", "not_a_smiles", "CCS", "OC=O", "CC(C)C", "CCN", "FC(F)F", "CO"]
+    csv = _write_csv(tmp_path / "mols.csv.gz", rows)
+    idx = tmp_path / "test_idx.json"
+    idx.write_text(json.dumps({"valid_idxs": ["001", "002"]}))
+    dm = MoleculeDataModule("qm9", path=str(csv), test_index=str(idx), batch_size=4)
+    with pytest.warns(UserWarning, match=r"dropped 2 of 10 molecules"):
+        dm.setup()
+    assert dm.test_smiles == ["c1ccccc1", "C#N"] and len(dm.train_smiles) == 6
+    b = next(iter(dm.train_dataloader()))
+    assert b["x"]["x"].shape == (4, 9, 4) and b["x"]["adj"].max() <= 3
+    assert len(list((tmp_path / "cache" / "graphs").glob("*.npz"))) == 1
+    dm2 = MoleculeDataModule("qm9", path=str(csv), test_index=str(idx))
+    dm2.setup()  # from the cache: no re-encoding, so no warning either
+    assert dm2.train_smiles == dm.train_smiles
+    # decoding the training tensors gives the training molecules back
+    x, adj = dm.train_set.x[:3], dm.train_set.adj[:3]
+    decoded = dm.decode({"x": x, "adj": adj})
+    from rdkit import Chem
+
+    assert [Chem.MolToSmiles(d.mol, isomericSmiles=False) for d in decoded] == dm.train_smiles[:3]
+    assert torch.equal(quantize_bonds(torch.tensor([0.4, 0.6, 1.6, 2.7])), torch.tensor([0, 1, 2, 3]))
+    assert quantize_atoms(torch.tensor([[0.1, 0.2], [0.7, 0.9]])).tolist() == [-1, 0]
+
+
+@pytest.mark.skipif(not (data_root() / "graphs" / "qm9.csv.gz").exists(), reason="qm9.csv.gz not under WORKBENCH_DATA/graphs")
+def test_real_qm9_head(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    dm = MoleculeDataModule("qm9", limit=2000, batch_size=64)
+    dm.setup()
+    assert len(dm.train_set) + len(dm.test_set) == 2000
+    assert abs(len(dm.test_set) - round(13082 * 2000 / 133885)) <= 1
+
+
+def test_gdss_network_equivariance_symmetry_and_masks() -> None:
+    torch.manual_seed(0)
+    net = GDSSNetwork(max_feat_num=4, x_depth=2, x_nhid=8, a_nhid=8, a_layers=2, a_linears=2, c_hid=4, c_final=2, adim=8)
+    B, N = 3, 6
+    mask = torch.ones(B, N)
+    mask[:, 4:] = 0
+    adj = torch.randn(B, N, N)
+    adj = (adj + adj.transpose(1, 2)) * mask[:, :, None] * mask[:, None, :]
+    adj = adj * (1 - torch.eye(N))
+    x = torch.randn(B, N, 4) * mask[..., None]
+    out = net({"x": x, "adj": adj}, torch.zeros(B), mask=mask)
+    assert out["x"].shape == (B, N, 4) and out["adj"].shape == (B, N, N)
+    assert torch.allclose(out["adj"], out["adj"].transpose(1, 2), atol=1e-6)
+    assert (out["adj"][:, 4:] == 0).all() and (out["x"][:, 4:] == 0).all()
+    assert (torch.diagonal(out["adj"], dim1=1, dim2=2) == 0).all()
+    perm = torch.tensor([2, 0, 3, 1, 4, 5])
+    outp = net({"x": x[:, perm], "adj": adj[:, perm][:, :, perm]}, torch.zeros(B), mask=mask[:, perm])
+    assert torch.allclose(outp["x"], out["x"][:, perm], atol=1e-5)
+    assert torch.allclose(outp["adj"], out["adj"][:, perm][:, :, perm], atol=1e-5)
+    assert len(net.clip_groups()) == 2
+
+
+def test_environment_has_data_root() -> None:
+    assert isinstance(os.fspath(data_root()), str)
