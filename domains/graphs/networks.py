@@ -95,37 +95,43 @@ class _Attention(nn.Module):
     """One graph multi-head attention (Baek et al. 2021): Q, K, V from GCNs; the attention map
     tanh(Q K^T / sqrt(out_dim)) is averaged over heads and symmetrised."""
 
-    def __init__(self, in_dim: int, attn_dim: int, out_dim: int, num_heads: int = 4) -> None:
+    def __init__(self, in_dim: int, attn_dim: int, out_dim: int, num_heads: int = 4, values: bool = True) -> None:
         super().__init__()
         if attn_dim % num_heads:
             raise ValueError(f"attention dim {attn_dim} is not divisible by {num_heads} heads")
         self.q, self.k = DenseGCNConv(in_dim, attn_dim), DenseGCNConv(in_dim, attn_dim)
-        self.v = DenseGCNConv(in_dim, out_dim)
+        self.v = DenseGCNConv(in_dim, out_dim) if values else None
         self.heads, self.out_dim = num_heads, out_dim
 
-    def forward(self, x: Tensor, adj: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, adj: Tensor) -> tuple[Tensor | None, Tensor]:
         B, N, _ = x.shape
         a = gcn_norm(adj)
         q = self.q(x, a).view(B, N, self.heads, -1).transpose(1, 2)    # [B, H, N, d]
         k = self.k(x, a).view(B, N, self.heads, -1).transpose(1, 2)
         att = torch.tanh(q @ k.transpose(-1, -2) / math.sqrt(self.out_dim)).mean(1)
-        return self.v(x, a), 0.5 * (att + att.transpose(-1, -2))
+        return (self.v(x, a) if self.v is not None else None), 0.5 * (att + att.transpose(-1, -2))
 
 
 class _AttentionLayer(nn.Module):
-    """A GMH layer over C_in adjacency channels -> new node features and C_out channels."""
+    """A GMH layer over C_in adjacency channels -> new node features and C_out channels.
+
+    ``node_out=False`` (the last layer) skips the node-feature branch, whose output nothing reads
+    (the reference builds it anyway; its parameters never receive a gradient there)."""
 
     def __init__(self, num_linears: int, in_dim: int, attn_dim: int, out_dim: int, c_in: int, c_out: int,
-                 num_heads: int = 4) -> None:
+                 num_heads: int = 4, node_out: bool = True) -> None:
         super().__init__()
-        self.attn = nn.ModuleList(_Attention(in_dim, attn_dim, out_dim, num_heads) for _ in range(c_in))
+        self.attn = nn.ModuleList(_Attention(in_dim, attn_dim, out_dim, num_heads, values=node_out)
+                                  for _ in range(c_in))
         hidden = 2 * max(c_in, c_out)
         self.edge_mlp = MLP(num_linears, 2 * c_in, hidden, c_out, act=F.elu)
-        self.node_mlp = MLP(2, c_in * out_dim, hidden, out_dim, act=F.elu)
+        self.node_mlp = MLP(2, c_in * out_dim, hidden, out_dim, act=F.elu) if node_out else None
 
-    def forward(self, x: Tensor, adjc: Tensor, flags: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, adjc: Tensor, flags: Tensor | None) -> tuple[Tensor | None, Tensor]:
         feats, maps = zip(*(att(x, adjc[:, c]) for c, att in enumerate(self.attn)))
-        x_out = torch.tanh(mask_nodes(self.node_mlp(torch.cat(feats, -1)), flags))
+        x_out = None
+        if self.node_mlp is not None:
+            x_out = torch.tanh(mask_nodes(self.node_mlp(torch.cat(feats, -1)), flags))
         e = torch.cat([torch.stack(maps, -1), adjc.permute(0, 2, 3, 1)], -1)   # [B, N, N, 2 C_in]
         a = self.edge_mlp(e).permute(0, 3, 1, 2)
         return x_out, mask_pairs(a + a.transpose(-1, -2), flags)
@@ -154,7 +160,8 @@ class ScoreNetworkA(nn.Module):
             c_in = c_init if i == 0 else c_hid
             c_out = c_final if i == num_layers - 1 else c_hid
             layers.append(_AttentionLayer(num_linears, max_feat_num if i == 0 else nhid,
-                                          nhid if i == 0 else adim, nhid, c_in, c_out, num_heads))
+                                          nhid if i == 0 else adim, nhid, c_in, c_out, num_heads,
+                                          node_out=i < num_layers - 1))
         self.layers = nn.ModuleList(layers)
         fdim = c_hid * (num_layers - 1) + c_final + c_init
         self.final = MLP(3, fdim, 2 * fdim, 1, act=F.elu)
