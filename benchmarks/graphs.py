@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from workbench.cli import _load_run, compose_config, train, versions
+from workbench.cli import compose_config, train, versions
 from workbench.data import write_json
 from workbench.samplers import NFECounter, sample_ddim, sample_dpm_solver, sample_ode, sample_pc, sample_s4
 from workbench.state import cat
@@ -74,24 +74,54 @@ def _draw(module, dm, sampler, steps: int, n: int, batch: int, spacing: str | No
     return cat(chunks), time.perf_counter() - t0, counter.nfe // max(1, -(-n // batch))
 
 
-def community(epochs: int, run_dir: Path) -> dict:
+def _load_trained(cfg):
+    """The trained model of a run, loaded non-strictly: checkpoints written before the last GMH
+    layer's unused node branch was removed still carry those (never-trained) weights."""
+    from workbench.cli import build
+    from workbench.lit import load_checkpoint
+
+    dm, module, metrics = build(cfg)
+    ckpt = load_checkpoint(Path(cfg.run_dir) / "checkpoints" / "last.ckpt")
+    missing, _ = module.load_state_dict(ckpt["state_dict"], strict=False)
+    if missing:
+        raise RuntimeError(f"checkpoint lacks weights: {missing[:5]}")
+    if cfg.sample.use_ema:
+        params = dict(module.named_parameters())
+        for k, v in ckpt["callbacks"]["EMA"]["shadow"].items():
+            if k in params:
+                params[k].data.copy_(v)
+    return dm, module, metrics, ckpt
+
+
+def community(epochs: int, run_dir: Path, samplers_only: bool = False) -> dict:
     from workbench.domains.graphs.data import tensors_to_graphs
     from workbench.domains.graphs.metrics import generic_graph_metrics
 
     cfg = compose_config(["experiment=graphs/community_small", f"trainer.max_epochs={epochs}", f"run_dir={run_dir}",
                           "trainer.enable_progress_bar=false", "resume=true"])
     t0 = time.perf_counter()
-    train(cfg)
+    if not samplers_only:
+        train(cfg)
     train_s = time.perf_counter() - t0
     os.environ.pop("WORKBENCH_RUN_DIR", None)
-    dm, module, _, _ = _load_run(cfg)
+    cfg.run_dir = str(Path(run_dir).absolute())
+    dm, module, _, _ = _load_trained(cfg)
     dm.setup()
     module.eval()
     ref = dm.reference()
     paper = ("GDSS Euler-Maruyama + Langevin 1000", partial(sample_pc, predictor="euler_maruyama", corrector="langevin",
                                                           snr=0.05, scale_eps=0.7, corrector_first=True, denoise=False))
+    fast = [(f"GDSS Euler-Maruyama + Langevin {k}", paper[1], k) for k in (100, 200)]
+    fast += [(f"GDSS S4 {k}", partial(sample_s4, snr=0.05, scale_eps=0.7), k) for k in (100, 200)]
+    fast += [("Euler-Maruyama (no corrector) 200", partial(sample_pc, predictor="euler_maruyama", corrector="none",
+                                                           denoise=False), 200)]
+    plan = _samplers(paper, 1000) + [("GDSS S4 1000", partial(sample_s4, snr=0.05, scale_eps=0.7), 1000)] + fast
+    previous = {r["sampler"]: r for r in _load().get("community_small", {}).get("rows", [])} if samplers_only else {}
     rows = []
-    for label, fn, steps in _samplers(paper, 1000) + [("GDSS S4 1000", partial(sample_s4, snr=0.05, scale_eps=0.7), 1000)]:
+    for label, fn, steps in plan:
+        if label in previous:
+            rows.append(previous[label])
+            continue
         spacing = "logsnr" if "logsnr" in label else None
         samples, sec, nfe = _draw(module, dm, fn, steps, 128, 128, spacing)
         graphs = tensors_to_graphs(samples["adj"])
@@ -100,6 +130,9 @@ def community(epochs: int, run_dir: Path) -> dict:
         rows.append({"sampler": label, "nfe_per_network": nfe, "seconds_128": round(sec, 2),
                      **{f"{k}@20": v for k, v in m20.items()}, **{f"{k}@128": v for k, v in m128.items()}})
         print(rows[-1], file=sys.stderr)
+    if samplers_only and "community_small" in _load():
+        old = _load()["community_small"]
+        train_s, epochs = old["train_seconds"], old["epochs"]
     result = {"epochs": epochs, "train_seconds": round(train_s, 1), "seconds_per_epoch": round(train_s / epochs, 4),
               "params": sum(p.numel() for p in module.parameters()), "rows": rows,
               "reference": {"seconds_per_epoch": 0.48, "sampler_seconds_128": 400,
@@ -115,14 +148,17 @@ def qm9(epochs: int, n: int, run_dir: Path) -> dict:
     train(cfg)
     train_s = time.perf_counter() - t0
     os.environ.pop("WORKBENCH_RUN_DIR", None)
-    dm, module, metrics, _ = _load_run(cfg)
+    cfg.run_dir = str(Path(run_dir).absolute())
+    dm, module, metrics, _ = _load_trained(cfg)
     dm.setup()
     module.eval()
     ref = dm.reference()
     paper = ("GDSS reverse diffusion + Langevin 1000", partial(sample_pc, predictor="reverse_diffusion", corrector="langevin",
                                                              snr=0.2, scale_eps=0.7, corrector_first=True, denoise=False))
     rows = []
-    for label, fn, steps in _samplers(paper, 1000) + [("GDSS S4 1000", partial(sample_s4, snr=0.2, scale_eps=0.7), 1000)]:
+    plan = _samplers(paper, 1000) + [("GDSS S4 1000", partial(sample_s4, snr=0.2, scale_eps=0.7), 1000),
+                                     ("GDSS reverse diffusion + Langevin 100", paper[1], 100)]
+    for label, fn, steps in plan:
         spacing = "logsnr" if "logsnr" in label else None
         samples, sec, nfe = _draw(module, dm, fn, steps, n, n, spacing)
         m = metrics(samples, ref)
@@ -165,11 +201,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--run-dir", default="runs/benchmarks")
+    ap.add_argument("--samplers-only", action="store_true", help="reuse a trained run; only (re)sample")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     run = Path(args.run_dir)
     if args.part == "community":
-        community(args.epochs or 5000, run / "community_small")
+        community(args.epochs or 5000, run / "community_small", args.samplers_only)
     elif args.part == "qm9":
         qm9(args.epochs or 40, args.n, run / "qm9")
     print(table(_load()))
