@@ -87,3 +87,32 @@ def test_nspdk() -> None:
     b = [_mol_graph(s) for s in ("C#N", "FC(F)F", "OC=O")]
     assert nspdk_mmd(a, a) == pytest.approx(0.0, abs=1e-12)
     assert nspdk_mmd(a, b) > nspdk_mmd(a, a[:2] + [_mol_graph("c1ccncc1")]) > 0
+
+
+def test_molecule_metrics_by_hand() -> None:
+    """4 samples: 3 decoded (2 valid before correction), SMILES {CCO, CCO, C#N}; train = {CCO}."""
+    pytest.importorskip("rdkit")
+    from rdkit import Chem
+
+    from workbench.domains.graphs.io import Decoded
+    from workbench.domains.graphs.metrics import molecule_metrics
+
+    decoded = [Decoded(Chem.MolFromSmiles("CCO"), True), Decoded(Chem.MolFromSmiles("OCC"), True),
+               Decoded(Chem.MolFromSmiles("C#N"), False), Decoded(None, False)]
+    m = molecule_metrics(decoded, train_smiles=["CCO"], test_smiles=["CCO", "C#N"], with_fcd=False)
+    assert m["validity_wo_correction"] == pytest.approx(0.5)
+    assert m["validity"] == pytest.approx(0.75)
+    assert m["uniqueness"] == pytest.approx(2 / 3)
+    assert m["novelty"] == pytest.approx(0.5)
+    assert m["nspdk_mmd"] >= 0
+
+
+def test_fcd_uses_shipped_chemnet() -> None:
+    pytest.importorskip("fcd_torch")
+    from workbench.domains.graphs.metrics import fcd
+
+    a = ["CCO", "CCN", "c1ccccc1", "CC(=O)O", "CCCC", "OCCO", "CNC", "CC#N"]
+    b = ["FC(F)(F)F", "ClCCl", "BrCBr", "FCF", "ClC(Cl)Cl", "FC(F)Cl", "BrCCl", "ICI"]
+    same = fcd(a, a)
+    assert abs(same) < 1e-3
+    assert fcd(a, b) > 1.0
