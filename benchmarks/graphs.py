@@ -93,21 +93,27 @@ def _load_trained(cfg):
     return dm, module, metrics, ckpt
 
 
+def _train_and_load(experiment: str, epochs: int, run_dir: Path, skip_training: bool = False):
+    """Train (or resume) an experiment into ``run_dir``; return (seconds, datamodule, module, metrics)."""
+    cfg = compose_config([f"experiment={experiment}", f"trainer.max_epochs={epochs}", f"run_dir={run_dir}",
+                          "trainer.enable_progress_bar=false", "resume=true"])
+    t0 = time.perf_counter()
+    if not skip_training:
+        train(cfg)
+    seconds = time.perf_counter() - t0
+    os.environ.pop("WORKBENCH_RUN_DIR", None)
+    cfg.run_dir = str(Path(run_dir).absolute())
+    dm, module, metrics, _ = _load_trained(cfg)
+    dm.setup()
+    module.eval()
+    return seconds, dm, module, metrics
+
+
 def community(epochs: int, run_dir: Path, samplers_only: bool = False) -> dict:
     from workbench.domains.graphs.data import tensors_to_graphs
     from workbench.domains.graphs.metrics import generic_graph_metrics
 
-    cfg = compose_config(["experiment=graphs/community_small", f"trainer.max_epochs={epochs}", f"run_dir={run_dir}",
-                          "trainer.enable_progress_bar=false", "resume=true"])
-    t0 = time.perf_counter()
-    if not samplers_only:
-        train(cfg)
-    train_s = time.perf_counter() - t0
-    os.environ.pop("WORKBENCH_RUN_DIR", None)
-    cfg.run_dir = str(Path(run_dir).absolute())
-    dm, module, _, _ = _load_trained(cfg)
-    dm.setup()
-    module.eval()
+    train_s, dm, module, _ = _train_and_load("graphs/community_small", epochs, run_dir, samplers_only)
     ref = dm.reference()
     paper = ("GDSS Euler-Maruyama + Langevin 1000", partial(sample_pc, predictor="euler_maruyama", corrector="langevin",
                                                           snr=0.05, scale_eps=0.7, corrector_first=True, denoise=False))
@@ -142,16 +148,7 @@ def community(epochs: int, run_dir: Path, samplers_only: bool = False) -> dict:
 
 
 def qm9(epochs: int, n: int, run_dir: Path) -> dict:
-    cfg = compose_config(["experiment=graphs/qm9_cpu", f"trainer.max_epochs={epochs}", f"run_dir={run_dir}",
-                          "trainer.enable_progress_bar=false", "resume=true"])
-    t0 = time.perf_counter()
-    train(cfg)
-    train_s = time.perf_counter() - t0
-    os.environ.pop("WORKBENCH_RUN_DIR", None)
-    cfg.run_dir = str(Path(run_dir).absolute())
-    dm, module, metrics, _ = _load_trained(cfg)
-    dm.setup()
-    module.eval()
+    train_s, dm, module, metrics = _train_and_load("graphs/qm9_cpu", epochs, run_dir)
     ref = dm.reference()
     paper = ("GDSS reverse diffusion + Langevin 1000", partial(sample_pc, predictor="reverse_diffusion", corrector="langevin",
                                                              snr=0.2, scale_eps=0.7, corrector_first=True, denoise=False))

@@ -24,7 +24,7 @@ from .state import State, batch_size, split
 
 __all__ = [
     "data_root", "cache_dir", "find_data", "atomic_write", "write_json", "save_tensors", "download",
-    "sha256sum", "EpochSeededSampler", "DomainDataModule",
+    "sha256sum", "save_figure", "EpochSeededSampler", "DomainDataModule",
 ]
 
 
@@ -94,6 +94,19 @@ def save_tensors(path: str | os.PathLike, tensors: State | dict[str, Any]) -> No
     """Save a state (tensors only) atomically with ``torch.save``; load with ``weights_only=True``."""
     with atomic_write(path, "wb") as f:
         torch.save(tensors, f)
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Save a matplotlib figure atomically (temporary file, then rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
 
 
 def sha256sum(path: str | os.PathLike) -> str:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from .data import DomainDataModule
+from .data import DomainDataModule, save_figure
 from .metrics import moment_errors, sliced_wasserstein
 from .state import State
 
@@ -96,13 +96,7 @@ class GaussianMixtureDataModule(DomainDataModule):
             ax.set_title(title)
             ax.set_aspect("equal")
         fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-        fig.savefig(tmp, dpi=100)
-        plt.close(fig)
-        os.replace(tmp, path)
-        return path
+        return save_figure(fig, path)
 
 
 def toy_metrics(samples: Tensor, reference: Tensor, n_modes: int = 8, radius: float = 2.0,

@@ -11,15 +11,9 @@ __all__ = ["plot_graphs", "plot_molecules"]
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
-    import matplotlib.pyplot as plt
+    from workbench.data import save_figure
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def plot_graphs(generated: Sequence[nx.Graph], reference: Sequence[nx.Graph], path: str | os.PathLike,
