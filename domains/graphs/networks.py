@@ -181,20 +181,29 @@ class GDSSNetwork(nn.Module):
     """The pair of GDSS networks on a graph State ``{"x": [B, N, F], "adj": [B, N, N]}``.
 
     ``forward(state, t, mask=flags)`` returns ``{"x": ScoreNetworkX(...), "adj": ScoreNetworkA(...)}``;
-    t is ignored (GDSS has no time conditioning). :meth:`clip_groups` lets the trainer clip the two
-    networks' gradients separately, as GDSS's two optimisers do.
+    t is ignored (GDSS has no time conditioning) unless ``time_embedding=True``, an option beyond the
+    paper that adds a learned sinusoidal embedding of t to the node features of both networks.
+    :meth:`clip_groups` lets the trainer clip the two networks' gradients separately, as GDSS's two
+    optimisers do.
     """
 
     def __init__(self, max_feat_num: int, x_depth: int = 2, x_nhid: int = 16, a_nhid: int = 16,
                  a_layers: int = 3, a_linears: int = 3, c_init: int = 2, c_hid: int = 8, c_final: int = 4,
-                 adim: int = 16, num_heads: int = 4) -> None:
+                 adim: int = 16, num_heads: int = 4, time_embedding: bool = False) -> None:
         super().__init__()
+        self.temb = None
+        if time_embedding:
+            from workbench.toy import SinusoidalEmbedding
+
+            self.temb = nn.Sequential(SinusoidalEmbedding(32), nn.Linear(32, max_feat_num))
         self.net_x = ScoreNetworkX(max_feat_num, x_depth, x_nhid)
         self.net_adj = ScoreNetworkA(max_feat_num, a_nhid, a_layers, a_linears, c_init, c_hid, c_final, adim, num_heads)
 
     def forward(self, state: dict[str, Tensor], t: Tensor, mask: Tensor | None = None,
                 cond: Tensor | None = None) -> dict[str, Tensor]:
         x, adj = state["x"], state["adj"]
+        if self.temb is not None:
+            x = mask_nodes(x + self.temb(t)[:, None, :], mask)
         return {"x": self.net_x(x, adj, mask), "adj": self.net_adj(x, adj, mask)}
 
     def clip_groups(self) -> list[list[nn.Parameter]]:

@@ -125,5 +125,14 @@ def test_gdss_network_equivariance_symmetry_and_masks() -> None:
     assert len(net.clip_groups()) == 2
 
 
+def test_time_embedding_option_makes_output_depend_on_t() -> None:
+    net = GDSSNetwork(max_feat_num=3, x_nhid=4, a_nhid=4, a_layers=2, a_linears=2, c_hid=2, c_final=2, adim=4,
+                      time_embedding=True)
+    state = {"x": torch.rand(2, 5, 3), "adj": torch.zeros(2, 5, 5)}
+    a = net(state, torch.tensor([0.1, 0.1]))["x"]
+    b = net(state, torch.tensor([0.9, 0.9]))["x"]
+    assert not torch.allclose(a, b)
+
+
 def test_environment_has_data_root() -> None:
     assert isinstance(os.fspath(data_root()), str)
