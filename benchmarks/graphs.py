@@ -60,12 +60,11 @@ def _samplers(paper: tuple[str, object], steps: int) -> list[tuple[str, object, 
 def _draw(module, dm, sampler, steps: int, n: int, batch: int, spacing: str | None, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     counter = NFECounter(module.denoiser)
-    geometry_fn = module.geometry
     chunks = []
     t0 = time.perf_counter()
     for start in range(0, n, batch):
         tmpl = dm.sample_template(min(batch, n - start), generator=g)
-        geometry = geometry_fn.bind(tmpl.get("mask"))
+        geometry = module.geometry.bind(tmpl.get("mask"))
         x = module.process.prior_sample(tmpl["x"], geometry, generator=g)
         kw = {"spacing": spacing} if spacing else {}
         ts = module.process.time_grid(steps, **kw)
@@ -78,7 +77,7 @@ def _load_trained(cfg):
     """The trained model of a run, loaded non-strictly: checkpoints written before the last GMH
     layer's unused node branch was removed still carry those (never-trained) weights."""
     from workbench.cli import build
-    from workbench.lit import load_checkpoint
+    from workbench.lit import load_checkpoint, load_ema_weights
 
     dm, module, metrics = build(cfg)
     ckpt = load_checkpoint(Path(cfg.run_dir) / "checkpoints" / "last.ckpt")
@@ -86,10 +85,7 @@ def _load_trained(cfg):
     if missing:
         raise RuntimeError(f"checkpoint lacks weights: {missing[:5]}")
     if cfg.sample.use_ema:
-        params = dict(module.named_parameters())
-        for k, v in ckpt["callbacks"]["EMA"]["shadow"].items():
-            if k in params:
-                params[k].data.copy_(v)
+        load_ema_weights(module, ckpt)
     return dm, module, metrics, ckpt
 
 

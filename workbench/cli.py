@@ -184,7 +184,7 @@ def train(cfg: Any) -> Path:
 
 def _load_run(cfg: Any) -> tuple[Any, Any, Any, Path]:
     """Rebuild a trained run's model from ``cfg.run_dir`` (EMA weights when asked)."""
-    from .lit import load_checkpoint
+    from .lit import load_checkpoint, load_ema_weights
 
     if not cfg.run_dir:
         raise ConfigError("config key 'run_dir' must point at a trained run (run_dir=runs/...)")
@@ -195,11 +195,8 @@ def _load_run(cfg: Any) -> tuple[Any, Any, Any, Path]:
         raise FileNotFoundError(f"no checkpoint in {run_dir}/checkpoints (train first: workbench train ...)")
     ckpt = load_checkpoint(ckpt_path)
     module.load_state_dict(ckpt["state_dict"])
-    ema = (ckpt.get("callbacks") or {}).get("EMA")
-    if cfg.sample.use_ema and ema and ema.get("shadow"):
-        params = dict(module.named_parameters())
-        for name, value in ema["shadow"].items():
-            params[name].data.copy_(value)
+    if cfg.sample.use_ema:
+        load_ema_weights(module, ckpt)
     return dm, module, metrics, run_dir
 
 

@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .state import State, batch_size, split
+from .state import State
 
 __all__ = [
     "data_root", "cache_dir", "find_data", "atomic_write", "write_json", "save_tensors", "download",
@@ -231,9 +231,5 @@ class DomainDataModule(pl.LightningDataModule):
         """Save a figure of samples next to the reference; default: none."""
         return None
 
-
-def chunks(state: State, size: int) -> list[State]:
-    """Split a state into batches of at most ``size`` (re-exported for domains)."""
-    return split(state, size) if batch_size(state) > size else [state]
 
 

@@ -23,7 +23,7 @@ from .processes.base import Process
 from .state import State, batch_size, to_device
 from .samplers.ode import sample_ode
 
-__all__ = ["DiffusionModule", "EMA", "AtomicCheckpointIO", "load_checkpoint", "default_loggers"]
+__all__ = ["DiffusionModule", "EMA", "AtomicCheckpointIO", "load_checkpoint", "load_ema_weights", "default_loggers"]
 
 
 class DiffusionModule(pl.LightningModule):
@@ -237,6 +237,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return load_checkpoint(path, map_location=map_location or "cpu")
+
+
+def load_ema_weights(module: nn.Module, checkpoint: dict[str, Any]) -> bool:
+    """Copy the EMA average stored in a checkpoint into ``module``'s parameters.
+
+    Entries without a matching parameter are ignored. Returns False when the checkpoint has no EMA.
+    """
+    ema = (checkpoint.get("callbacks") or {}).get("EMA") or {}
+    shadow = ema.get("shadow")
+    if not shadow:
+        return False
+    params = dict(module.named_parameters())
+    with torch.no_grad():
+        for name, value in shadow.items():
+            if name in params:
+                params[name].copy_(value)
+    return True
 
 
 def load_checkpoint(path: Any, map_location: Any = "cpu") -> dict[str, Any]:

@@ -26,7 +26,7 @@ from .io import (
 
 __all__ = [
     "DenseGraphDataset", "graphs_to_tensors", "tensors_to_graphs", "to_pyg", "from_pyg",
-    "GenericGraphDataModule", "MoleculeDataModule", "GENERIC", "MOLECULES",
+    "GenericGraphDataModule", "MoleculeDataModule", "decode_samples", "GENERIC", "MOLECULES",
 ]
 
 #: file, max nodes and degree-feature size of GDSS's generic sets
@@ -351,10 +351,7 @@ class MoleculeDataModule(_GraphDataModuleBase):
 
     def decode(self, samples: Any) -> list:
         """Generated states -> GDSS-decoded molecules (:class:`io.Decoded`)."""
-        x, adj = samples["x"].detach().cpu(), samples["adj"].detach().cpu()
-        types = quantize_atoms(x)
-        orders = quantize_bonds(adj).numpy()
-        return [decode_molecule(types[i].numpy(), orders[i], self.atoms) for i in range(len(x))]
+        return decode_samples(samples, self.atoms)
 
     def save_samples(self, samples: Any, directory: str) -> list[Path]:
         out = Path(directory)
@@ -380,3 +377,10 @@ def quantize_bonds(adj: torch.Tensor) -> torch.Tensor:
     """GDSS's bond decoding: thresholds 0.5 / 1.5 / 2.5 -> orders 0, 1, 2, 3."""
     a = adj.detach()
     return (a >= 0.5).long() + (a >= 1.5).long() + (a >= 2.5).long()
+
+
+def decode_samples(samples: Any, atoms: Sequence[str]) -> list:
+    """Generated molecule states ``{"x", "adj"}`` -> GDSS-decoded molecules (:class:`io.Decoded`)."""
+    types = quantize_atoms(samples["x"].detach().cpu())
+    orders = quantize_bonds(samples["adj"].detach().cpu()).numpy()
+    return [decode_molecule(types[i].numpy(), orders[i], atoms) for i in range(len(types))]

@@ -312,11 +312,9 @@ class GraphMetrics:
             from .data import tensors_to_graphs
 
             return generic_graph_metrics(tensors_to_graphs(samples["adj"]), reference)
-        from .data import quantize_atoms, quantize_bonds
-        from .io import decode_molecule
+        from .data import decode_samples
 
-        types, orders = quantize_atoms(samples["x"].cpu()), quantize_bonds(samples["adj"].cpu()).numpy()
-        decoded = [decode_molecule(types[i].numpy(), orders[i], self.atoms) for i in range(len(types))]
+        decoded = decode_samples(samples, self.atoms)
         test = list(reference["test"])
         if self.max_reference and len(test) > self.max_reference:
             rng = np.random.default_rng(0)
