@@ -246,6 +246,14 @@ def evaluate(cfg: Any) -> dict[str, float]:
         dm.plot_samples(samples, run_dir / "plots" / "samples.png")
     report = {"metrics": metrics, "n_samples": int(cfg.sample.n), "steps": int(cfg.sample.steps),
               "sampler": str(cfg.sampler.get("_target_")), "sampling_seconds": round(sample_s, 3)}
+    if cfg.get("task") is not None:
+        # a domain's downstream task on the trained model (e.g. guided forecasting):
+        # task(module, datamodule, run_dir) -> dict of floats, merged into the metrics
+        task = _instantiate(cfg, "task")
+        t0 = time.perf_counter()
+        task_metrics = {k: float(v) for k, v in task(module, dm, run_dir).items()}
+        metrics.update(task_metrics)
+        report["task_seconds"] = round(time.perf_counter() - t0, 3)
     write_json(run_dir / "metrics.json", report)
     return metrics
 

@@ -1,0 +1,360 @@
+"""Windows, lags, scaling, the named datasets and the Lightning data module of TSDiff.
+
+A training item is one window of ``context_length + prediction_length`` steps cut at a uniformly
+drawn position of a uniformly drawn (series, position) pair (GluonTS's
+``ExpectedNumInstanceSampler(num_instances=1)`` draws each valid position with equal
+probability). It is divided by the *mean scale* of its context (mean |value| over the
+observed context steps, TSDiff's ``MeanScaler``), and gets one extra channel per lag
+(value ``lag`` steps earlier, scaled alike; TSDiff denoises the lag channels too).
+
+``x`` is ``[L, 1 + n_lags]``; ``mask`` has the same shape and is 0 where a value is missing
+(NaN in the data, or lag history before the start of the series). The core's masked
+geometry puts no noise there and excludes those entries from the loss.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from workbench.data import DomainDataModule, find_data, save_figure, write_json
+
+from .io import DataError, TimeSeries, TimeSeriesDataset, normalize_freq, read_gluonts, read_m4, read_wide_csv
+
+__all__ = ["lags_for_freq", "mean_scale", "window", "DATASETS", "load_dataset", "synthetic_dataset",
+           "split_validation", "WindowDataset", "TimeSeriesDataModule"]
+
+
+def lags_for_freq(freq: str) -> list[int]:
+    """TSDiff's lags (``get_lags_for_freq``): hourly 24 x [1..7, 14, 21, 28]; daily and
+    business-daily 30 x [1..12]. Other frequencies have none."""
+    import pandas as pd
+
+    off = pd.tseries.frequencies.to_offset(normalize_freq(freq))
+    if off.n != 1:
+        raise ValueError(f"lags are defined for unit frequencies only, got {freq!r}")
+    name = off.name.upper()
+    if name == "H":
+        return [24 * i for i in (1, 2, 3, 4, 5, 6, 7, 14, 21, 28)]
+    if name in ("D", "B"):
+        return [30 * i for i in range(1, 13)]
+    raise ValueError(f"TSDiff defines lags for hourly, daily and business-day data only, not {freq!r}; "
+                     "set use_lags=false")
+
+
+def mean_scale(values: np.ndarray, observed: np.ndarray, fallback: float = 1.0, minimum: float = 1e-10) -> float:
+    """Mean |value| over observed entries (TSDiff's / GluonTS's ``MeanScaler``); ``fallback``
+    when nothing non-zero is observed."""
+    w = observed.astype(bool)
+    s = float(np.abs(values[w]).sum())
+    if s <= 0:
+        return max(fallback, minimum)
+    return max(s / max(int(w.sum()), 1), minimum)
+
+
+def window(series: np.ndarray, end: int, length: int, lags: list[int], context_length: int,
+           fallback_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """The window ``series[end - length : end]`` with lag channels, scaled by its context.
+
+    Args:
+        series: ``[T]`` values, NaN = missing. ``end`` may exceed T (the forecast horizon of a
+            test window): those steps come out as 0 with mask 0.
+        length: C + P.
+        lags: lag offsets (channel j + 1 holds the value ``lags[j]`` steps earlier).
+        context_length: C; the scale is the mean |value| over observed context steps.
+
+    Returns:
+        ``x [length, 1 + len(lags)]`` (scaled, missing -> 0), ``mask`` (same shape, 1 = observed)
+        and the scale.
+    """
+    offsets = [0] + list(lags)
+    idx = np.arange(end - length, end)[:, None] - np.asarray(offsets)[None, :]
+    valid = (idx >= 0) & (idx < len(series))
+    vals = np.where(valid, series[np.clip(idx, 0, max(len(series) - 1, 0))], np.nan)
+    mask = ~np.isnan(vals)
+    ctx = vals[:context_length, 0]
+    scale = mean_scale(np.nan_to_num(ctx), mask[:context_length, 0], fallback_scale)
+    x = np.where(mask, vals, 0.0) / scale
+    return x.astype(np.float32), mask.astype(np.float32), scale
+
+
+# -- named datasets ---------------------------------------------------------------------------
+def _m4(root: Path | None = None) -> TimeSeriesDataset:
+    tr = find_data("timeseries/m4_Hourly-train.csv", "the M4 Hourly CSVs (see timeseries/SOURCES.md)")
+    te = find_data("timeseries/m4_Hourly-test.csv", "the M4 Hourly CSVs (see timeseries/SOURCES.md)")
+    return read_m4(tr, te, freq="H", prediction_length=48, name="m4_hourly")
+
+
+def _exchange_nips() -> TimeSeriesDataset:
+    p = find_data("timeseries/exchange_rate_nips.tar.gz", "GluonTS's exchange_rate_nips archive")
+    return read_gluonts(p, freq="B", prediction_length=30, name="exchange_rate_nips")
+
+
+def _exchange_lstnet() -> TimeSeriesDataset:
+    p = find_data("timeseries/exchange_rate.txt.gz", "LSTNet's exchange_rate.txt.gz")
+    return read_wide_csv(p, freq="B", prediction_length=30, windows=5, header=False, name="exchange_rate")
+
+
+def _etth1() -> TimeSeriesDataset:
+    p = find_data("timeseries/ETTh1.csv", "ETTh1.csv from the ETDataset repository")
+    # Informer's test period ends at row 14400; 7 rolling day-ahead windows at its end.
+    return read_wide_csv(p, freq="H", prediction_length=24, windows=7, columns=["OT"], date_column="date",
+                         end=14400, name="etth1")
+
+
+def synthetic_dataset(n_series: int = 32, length: int = 24 * 7 * 6, *, prediction_length: int = 24,
+                      windows: int = 2, freq: str = "H", seed: int = 0, name: str = "synthetic_hourly") -> TimeSeriesDataset:
+    """The embedded default: positive hourly series with daily and weekly seasonality, a slow
+    trend, a level per series and multiplicative noise (deterministic from ``seed``). Needs no
+    download; the demo, the notebook and the tests run on it."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(length + prediction_length * windows)
+    series = []
+    for i in range(n_series):
+        level = rng.uniform(5, 50)
+        day = rng.uniform(0.2, 0.6) * np.sin(2 * np.pi * (t / 24 + rng.uniform()))
+        week = rng.uniform(0.0, 0.3) * np.sin(2 * np.pi * (t / 168 + rng.uniform()))
+        trend = rng.uniform(-0.2, 0.2) * t / len(t)
+        noise = rng.normal(0, rng.uniform(0.03, 0.1), len(t))
+        y = level * np.exp(day + week + trend + noise)
+        series.append(TimeSeries(y.astype(np.float32), pd.Timestamp("2024-01-01"), normalize_freq(freq), f"S{i}"))
+    train, test = [], []
+    from .io import rolling_test
+
+    train, test = rolling_test(series, prediction_length, windows)
+    return TimeSeriesDataset(name, normalize_freq(freq), prediction_length, train, test, "generated")
+
+
+DATASETS: dict[str, Callable[[], TimeSeriesDataset]] = {
+    "synthetic": synthetic_dataset,
+    "m4_hourly": _m4,
+    "exchange_rate_nips": _exchange_nips,
+    "exchange_rate": _exchange_lstnet,
+    "etth1": _etth1,
+}
+# The paper's other datasets; GluonTS downloads them, the shared data folder lacks them.
+PAPER_ONLY = {
+    "solar_nips": "solar_nips.tar.gz", "electricity_nips": "electricity_nips.tar.gz",
+    "traffic_nips": "traffic_nips.tar.gz", "wiki2000_nips": "wiki2000_nips.tar.gz",
+    "uber_tlc_hourly": "uber_tlc_hourly (GluonTS json folder)",
+    "kdd_cup_2018_without_missing": "kdd_cup_2018_without_missing (GluonTS json folder)",
+}
+
+
+def load_dataset(name: str | TimeSeriesDataset) -> TimeSeriesDataset:
+    """A named dataset (``synthetic``, ``m4_hourly``, ``exchange_rate_nips``, ``exchange_rate``,
+    ``etth1``, or a paper dataset as a GluonTS folder/archive under
+    ``$WORKBENCH_DATA/timeseries/``), a path to a GluonTS folder/archive, or a dataset."""
+    if isinstance(name, TimeSeriesDataset):
+        return name
+    if name in DATASETS:
+        return DATASETS[name]()
+    if name in PAPER_ONLY:
+        for cand in (f"timeseries/{name}.tar.gz", f"timeseries/{name}"):
+            try:
+                return read_gluonts(find_data(cand), name=name)
+            except FileNotFoundError:
+                continue
+        raise FileNotFoundError(
+            f"dataset {name!r} is not in $WORKBENCH_DATA/timeseries/ (expected {PAPER_ONLY[name]}); GluonTS "
+            f"publishes it (gluonts.dataset.repository.get_dataset({name!r})): save it there as a GluonTS "
+            "folder or .tar.gz")
+    if os.path.exists(name):
+        return read_gluonts(name)
+    raise DataError(f"unknown time-series dataset {name!r}; use one of {sorted(DATASETS) + sorted(PAPER_ONLY)} "
+                    "or a path to a GluonTS dataset")
+
+
+def split_validation(train: list[TimeSeries], prediction_length: int, windows: int,
+                     min_length: int) -> tuple[list[TimeSeries], list[TimeSeries]]:
+    """Hold out the last ``prediction_length * windows`` points of each train series for
+    validation (as TSDiff's ``update`` branch does): returns (shortened train, validation
+    entries, each ending one horizon further). Series too short to give up the points keep them
+    and give no validation entry."""
+    if windows <= 0:
+        return list(train), []
+    short, val = [], []
+    for s in train:
+        cut = len(s) - prediction_length * windows
+        if cut < min_length:
+            short.append(s)
+            continue
+        short.append(TimeSeries(s.target[:cut], s.start, s.freq, s.item_id))
+        for w in range(1, windows + 1):
+            val.append(TimeSeries(s.target[: cut + prediction_length * w], s.start, s.freq, s.item_id))
+    return short, val
+
+
+class WindowDataset(Dataset):
+    """Training windows: item k is the k-th valid (series, end) pair, in series order.
+
+    Args:
+        series: the series to cut.
+        context_length, prediction_length: C and P.
+        lags: lag offsets.
+    """
+
+    def __init__(self, series: list[TimeSeries], context_length: int, prediction_length: int,
+                 lags: list[int]) -> None:
+        self.series = series
+        self.C, self.P, self.lags = int(context_length), int(prediction_length), list(lags)
+        L = self.C + self.P
+        counts = np.array([max(len(s) - L + 1, 0) for s in series])
+        if counts.sum() == 0:
+            longest = max((len(s) for s in series), default=0)
+            raise DataError(f"no series is long enough for context {self.C} + prediction {self.P} = {L} steps "
+                            f"(longest: {longest}); shorten context_length")
+        self.offsets = np.concatenate([[0], np.cumsum(counts)])
+        self.fallback = [mean_scale(np.nan_to_num(s.target), ~np.isnan(s.target)) for s in series]
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        i = int(np.searchsorted(self.offsets, k, side="right") - 1)
+        end = self.C + self.P + (k - int(self.offsets[i]))
+        x, m, scale = window(self.series[i].target, end, self.C + self.P, self.lags, self.C, self.fallback[i])
+        return {"x": torch.from_numpy(x), "mask": torch.from_numpy(m), "scale": torch.tensor(scale)}
+
+
+class RandomDrawSampler(Sampler[int]):
+    """``num_samples`` indices drawn with replacement, seeded by (seed, epoch): TSDiff's fixed
+    number of batches per epoch of randomly placed windows, reproducible and resumable."""
+
+    def __init__(self, n: int, num_samples: int, seed: int = 0) -> None:
+        self.n, self.num_samples, self.seed, self.epoch = int(n), int(num_samples), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randint(self.n, (self.num_samples,), generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class TimeSeriesDataModule(DomainDataModule):
+    """TSDiff's data: windows of C + P steps, mean-scaled on the context, with lag channels.
+
+    Args:
+        dataset: a name (see :func:`load_dataset`), a path, or a :class:`TimeSeriesDataset`.
+        context_length: C.
+        prediction_length: P (default: the dataset's).
+        use_lags: add TSDiff's lag channels for the frequency.
+        batch_size: windows per batch (TSDiff: 64).
+        batches_per_epoch: windows drawn per epoch = ``batches_per_epoch * batch_size`` (TSDiff: 128).
+        val_windows: horizons held out at the end of each train series for validation (0 = none).
+        val_batches: validation windows = this many batches, drawn once with a fixed seed.
+        limit: keep only the first ``limit`` series (for quick runs).
+    """
+
+    def __init__(self, dataset: Any = "synthetic", context_length: int = 336, prediction_length: int | None = None,
+                 use_lags: bool = True, batch_size: int = 64, batches_per_epoch: int = 128, val_windows: int = 1,
+                 val_batches: int = 4, limit: int | None = None, num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        self.dataset_spec = dataset
+        self.context_length = int(context_length)
+        self._prediction_length = prediction_length
+        self.use_lags = bool(use_lags)
+        self.batches_per_epoch, self.val_windows, self.val_batches = int(batches_per_epoch), int(val_windows), int(val_batches)
+        self.limit = limit
+        self.dataset: TimeSeriesDataset | None = None
+
+    # -- setup -------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        pass
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is not None:
+            return
+        ds = load_dataset(self.dataset_spec)
+        if self.limit is not None:
+            keep = {s.item_id for s in ds.train[: int(self.limit)]}
+            ds = TimeSeriesDataset(ds.name, ds.freq, ds.prediction_length, ds.train[: int(self.limit)],
+                                   [s for s in ds.test if s.item_id in keep], ds.source)
+        self.dataset = ds
+        self.prediction_length = int(self._prediction_length or ds.prediction_length)
+        if self.prediction_length != ds.prediction_length:
+            raise DataError(f"{ds.name}: prediction_length {self.prediction_length} differs from the dataset's "
+                            f"{ds.prediction_length}")
+        self.lags = lags_for_freq(ds.freq) if self.use_lags else []
+        L = self.context_length + self.prediction_length
+        short = [s.item_id for s in ds.test if len(s) < L]
+        if short:
+            raise DataError(f"{ds.name}: {len(short)} test series are shorter than context + prediction = {L} "
+                            f"(e.g. {short[:3]}); shorten context_length")
+        for s in ds.train + ds.test:
+            if np.isnan(s.target).all():
+                raise DataError(f"{ds.name}: series {s.item_id!r} has no observed values")
+        train, val = split_validation(ds.train, self.prediction_length, self.val_windows, L)
+        self.train_series, self.val_series = train, val
+        self.train_set = WindowDataset(train, self.context_length, self.prediction_length, self.lags)
+        self.val_set = None
+        if val:
+            # the validation windows: the last C + P steps of each validation entry
+            items = [self.window_of(s) for s in val]
+            g = np.random.default_rng(12345)
+            keep = g.permutation(len(items))[: self.val_batches * self.batch_size]
+            self.val_set = [items[i] for i in sorted(keep)]
+
+    @property
+    def input_dim(self) -> int:
+        return 1 + (len(lags_for_freq(self._freq())) if self.use_lags else 0)
+
+    def _freq(self) -> str:
+        if self.dataset is not None:
+            return self.dataset.freq
+        return load_dataset(self.dataset_spec).freq
+
+    def window_of(self, s: TimeSeries, *, horizon_known: bool = True) -> dict[str, torch.Tensor]:
+        """The last C + P steps of ``s`` as an item (``horizon_known=False`` hides the last P)."""
+        L = self.context_length + self.prediction_length
+        target = s.target if horizon_known else s.target[: len(s) - self.prediction_length]
+        x, m, scale = window(target, len(s), L, self.lags, self.context_length)
+        return {"x": torch.from_numpy(x), "mask": torch.from_numpy(m), "scale": torch.tensor(scale)}
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = RandomDrawSampler(len(self.train_set), self.batches_per_epoch * self.batch_size, self.seed)
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.val_set:
+            return []
+        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False)
+
+    # -- what the core asks ------------------------------------------------------------------------
+    def sample_template(self, n: int, generator: torch.Generator | None = None) -> dict[str, Any]:
+        L = self.context_length + self.prediction_length
+        return {"x": torch.zeros(n, L, 1 + len(self.lags)), "mask": torch.ones(n, L, 1 + len(self.lags))}
+
+    def reference(self) -> torch.Tensor:
+        """Real windows (scaled, with lags) from the training series: the last C + P steps of each."""
+        return torch.stack([self.window_of(s)["x"] for s in self.train_series])
+
+    def save_samples(self, samples: Any, directory: str | os.PathLike) -> list[Path]:
+        """Synthetic windows as a CSV (one row per window, mean-scaled target channel) and a ``.pt``."""
+        from workbench.data import atomic_write, save_tensors
+
+        d = Path(directory)
+        x = samples[..., 0].detach().cpu().numpy()
+        with atomic_write(d / "samples.csv") as fh:
+            fh.write(",".join(f"t{i}" for i in range(x.shape[1])) + "\n")
+            for row in x:
+                fh.write(",".join(f"{v:.6g}" for v in row) + "\n")
+        save_tensors(d / "samples.pt", samples)
+        return [d / "samples.csv", d / "samples.pt"]
+
+    def plot_samples(self, samples: Any, path: str | os.PathLike) -> Path | None:
+        from .plots import plot_windows
+
+        return plot_windows(samples, self.reference(), path, context_length=self.context_length)
