@@ -1,0 +1,256 @@
+"""TSDiff benchmarks of the time-series domain (issue 4), at a fixed CPU budget.
+
+    python benchmarks/timeseries.py speed
+    python benchmarks/timeseries.py eval --dataset m4_hourly [--epochs 40] [--max-series N] [--seeds 0]
+    python benchmarks/timeseries.py eval --dataset exchange_rate_nips
+    python benchmarks/timeseries.py table
+
+speed: the paper's model size (hidden 64, 3 blocks, d_state 128) on M4 windows (context 312 +
+  prediction 48, batch 64): seconds per training batch (forward, backward, clipping, Adam) and
+  seconds per series to forecast with 16 samples and quantile guidance (ancestral DDPM, 100
+  steps), the two figures the issue compares with the reference code (4.8 s and 87 s here).
+eval: train the `<dataset>_cpu` experiment (resumed if its run exists), then on the whole test
+  set: seasonal naive, ridge, TSDiff-MS and TSDiff-Q (16 samples, DDPM 100 steps, the paper's
+  scales), the seasonal-naive and ridge forecasts refined by ML-Q and LMC-Q (20 iterations, the
+  paper's step sizes), and the LPS of 1,000 synthetic windows next to ridge trained on 1,000 real
+  windows; CRPS (mean wQL 0.1..0.9), ND, NRMSE, wall time and NFE per forecast.
+Results go to benchmarks/results/timeseries.json (each part written when it finishes); `table`
+prints the Markdown tables of the domain README.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workbench.cli import compose_config, train, versions
+from workbench.data import write_json
+
+OUT = Path(__file__).parent / "results" / "timeseries.json"
+# the paper's refinement step sizes (configs/refinement/*-seasonal_naive.yaml)
+REFINE_LR = {"exchange_rate_nips": 0.01}
+
+
+def _load() -> dict:
+    return json.loads(OUT.read_text()) if OUT.exists() else {}
+
+
+def _save(key: str, value: dict) -> None:
+    data = _load()
+    data.setdefault(key, {}).update(value)
+    data["versions"] = versions()
+    write_json(OUT, data)
+
+
+def _metrics(fc, entries) -> dict:
+    m = fc.metrics(entries)
+    out = {k: round(m[k], 5) for k in ("CRPS", "ND", "NRMSE")}
+    for k in ("seconds_per_series", "nfe", "seconds"):
+        if k in fc.info:
+            out[k] = round(float(fc.info[k]), 4) if isinstance(fc.info[k], float) else fc.info[k]
+    return out
+
+
+def speed(batches: int = 20, series: int = 8) -> dict:
+    """Training and guided-forecast speed at the paper's M4 model size (random weights)."""
+    from workbench.domains.timeseries.data import TimeSeriesDataModule, synthetic_dataset
+    from workbench.domains.timeseries.forecast import TSDiff
+    from workbench.domains.timeseries.geometry import series_geometry
+    from workbench.domains.timeseries.networks import TSDiffNetwork
+    from workbench.lit import DiffusionModule
+    from workbench.processes import DiscreteDDPM
+
+    torch.manual_seed(0)
+    ds = synthetic_dataset(n_series=16, length=1000, prediction_length=48, windows=1)
+    dm = TimeSeriesDataModule(ds, context_length=312, use_lags=False, batch_size=64)
+    dm.setup("fit")
+    module = DiffusionModule(TSDiffNetwork(1, 64, 3, 128, 128), DiscreteDDPM(100, "linear", 1e-4, 0.1),
+                             series_geometry(), prediction="eps")
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    it = iter(dm.train_dataloader())
+    times = []
+    for i in range(batches + 3):
+        b = next(it)
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        loss = module._loss(b, module._generator(i)).loss.mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 0.5)
+        opt.step()
+        if i >= 3:
+            times.append(time.perf_counter() - t0)
+    model = TSDiff(module, context_length=312, prediction_length=48, freq="h", use_lags=False)
+    entries = ds.test[:series]
+    fc = model.predict(entries, guidance="quantile", scale=2.0, num_samples=16, batch_size=64, progress=False)
+    out = {"train_seconds_per_batch": round(float(np.median(times)), 4),
+           "forecast_seconds_per_series": round(fc.info["seconds_per_series"], 3),
+           "forecast_nfe": fc.info["nfe"], "forecast_backward_passes": fc.info["backward_passes"],
+           "reference_train_seconds_per_batch": 4.8, "reference_forecast_seconds_per_series": 87.0,
+           "threads": torch.get_num_threads(), "batch": 64, "samples_per_series": 16,
+           "parameters": sum(p.numel() for p in module.parameters())}
+    out["train_speedup"] = round(4.8 / out["train_seconds_per_batch"], 1)
+    out["forecast_speedup"] = round(87.0 / out["forecast_seconds_per_series"], 1)
+    return out
+
+
+def _train_and_load(dataset: str, epochs: int, run_dir: Path):
+    from workbench.cli import build
+    from workbench.lit import load_checkpoint
+
+    exp = "kdd_cup_2018" if dataset.startswith("kdd") else dataset
+    cfg = compose_config([f"experiment=timeseries/{exp}_cpu", f"trainer.max_epochs={epochs}", f"run_dir={run_dir}",
+                          "trainer.enable_progress_bar=false", "resume=true"])
+    t0 = time.perf_counter()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    done = last.exists() and load_checkpoint(last).get("epoch", -1) + 1 >= epochs
+    if not done:
+        train(cfg)
+    seconds = time.perf_counter() - t0
+    os.environ.pop("WORKBENCH_RUN_DIR", None)
+    dm, module, _ = build(cfg)
+    ckpt = load_checkpoint(last)
+    module.load_state_dict(ckpt["state_dict"])
+    dm.setup("fit")
+    module.eval()
+    return seconds, dm, module, cfg, int(ckpt.get("global_step", 0))
+
+
+def evaluate(dataset: str, epochs: int, run_dir: Path, max_series: int | None, seeds: list[int],
+             skip: set[str]) -> dict:
+    from workbench.domains.timeseries.baselines import RidgeForecaster, seasonal_naive, training_windows
+    from workbench.domains.timeseries.forecast import Forecast, TSDiff, linear_predictive_score
+
+    secs, dm, module, cfg, steps = _train_and_load(dataset, epochs, run_dir)
+    key = dataset
+    entries = dm.dataset.test[:max_series] if max_series else dm.dataset.test
+    _save(key, {"setup": {"epochs": epochs, "train_steps": steps, "train_wall_seconds_this_call": round(secs, 1),
+                          "context_length": dm.context_length, "prediction_length": dm.prediction_length,
+                          "lags": len(dm.lags), "test_windows": len(entries), "samples": 16,
+                          "guidance_scale": float(cfg.task.scale), "seeds": seeds}})
+    model = TSDiff.from_datamodule(module, dm)
+    P, C = dm.prediction_length, dm.context_length
+    idx = [s.index(len(s) - P, P) for s in entries]
+    ids = [s.item_id for s in entries]
+    res: dict = {}
+    sn = Forecast(seasonal_naive(entries, P), ids, idx, {"method": "seasonal_naive"})
+    res["Seasonal naive"] = _metrics(sn, entries)
+    ridge = RidgeForecaster(C, P).fit(dm.train_series, seed=0)
+    rf = Forecast(ridge.predict(entries), ids, idx, {"method": "ridge"})
+    res["Linear (ridge)"] = _metrics(rf, entries)
+    print(json.dumps(res, indent=1), flush=True)
+    _save(key, {"results": res})
+    scale = float(cfg.task.scale)
+    for name, guidance in (("TSDiff-Q", "quantile"), ("TSDiff-MS", "mse")):
+        if name in skip:
+            continue
+        runs = []
+        for seed in seeds:
+            try:
+                fc = model.predict(entries, guidance=guidance, scale=scale, num_samples=16, seed=seed)
+                runs.append(_metrics(fc, entries))
+            except FloatingPointError as e:
+                runs.append({"error": str(e)})
+        ok = [r for r in runs if "error" not in r]
+        row = dict(ok[0]) if ok else dict(runs[0])
+        if len(ok) > 1:
+            for k in ("CRPS", "ND", "NRMSE"):
+                row[k] = round(float(np.mean([r[k] for r in ok])), 5)
+                row[k + "_std"] = round(float(np.std([r[k] for r in ok])), 5)
+        res[name] = row
+        print(name, row, flush=True)
+        _save(key, {"results": res})
+    lr = REFINE_LR.get(dataset, 0.1)
+    if "refine" not in skip:
+        for base_name, base in (("Seasonal naive", sn), ("Linear (ridge)", rf)):
+            for method in ("ml", "lmc"):
+                r = model.refine(entries, base, method=method, guidance="quantile", iterations=20, step_size=lr,
+                                 noise_scale=0.1, num_samples=16, seed=0)
+                row = _metrics(r, entries)
+                row["step"] = r.info["step"]
+                res[f"{base_name} + {method.upper()}-Q"] = row
+                print(base_name, method, row, flush=True)
+                _save(key, {"results": res})
+    if "lps" not in skip:
+        t0 = time.perf_counter()
+        syn = model.synthesize(1000, seed=0)
+        syn_s = time.perf_counter() - t0
+        lps = linear_predictive_score(syn, entries, C, P)
+        real = training_windows(dm.train_series, C + P, 1000, seed=0)
+        real_scaled = real / np.maximum(np.abs(real[:, :C]).mean(1, keepdims=True), 1e-10)
+        lps_real = linear_predictive_score(real_scaled, entries, C, P)
+        res["LPS"] = {"synthetic_CRPS": round(lps["CRPS"], 5), "real_CRPS": round(lps_real["CRPS"], 5),
+                      "synthetic_windows": 1000, "sampling_seconds": round(syn_s, 1)}
+        print("LPS", res["LPS"], flush=True)
+        _save(key, {"results": res})
+    return res
+
+
+ORDER = ["Seasonal naive", "Linear (ridge)", "TSDiff-MS", "TSDiff-Q", "Seasonal naive + ML-Q",
+         "Seasonal naive + LMC-Q", "Linear (ridge) + ML-Q", "Linear (ridge) + LMC-Q"]
+PAPER = {"m4_hourly": {"Seasonal naive": 0.048, "TSDiff-MS": 0.045, "TSDiff-Q": 0.036},
+         "exchange_rate_nips": {"Seasonal naive": 0.011, "TSDiff-MS": 0.018, "TSDiff-Q": 0.011}}
+
+
+def table(data: dict) -> str:
+    lines = []
+    sp = data.get("speed")
+    if sp:
+        lines += ["| figure (paper model, M4 windows 312 + 48, batch 64) | ours | reference code here | speed-up |",
+                  "|---|---|---|---|",
+                  f"| training, s / batch | {sp['train_seconds_per_batch']} | 4.8 | {sp['train_speedup']}x |",
+                  f"| forecast, s / series (16 samples, quantile guidance, DDPM 100) | "
+                  f"{sp['forecast_seconds_per_series']} | 87 | {sp['forecast_speedup']}x |", ""]
+    for ds in ("m4_hourly", "exchange_rate_nips", "etth1"):
+        d = data.get(ds)
+        if not d or "results" not in d:
+            continue
+        st = d.get("setup", {})
+        lines += [f"**{ds}** ({st.get('test_windows')} test windows, {st.get('train_steps')} training steps, "
+                  f"guidance scale {st.get('guidance_scale')})", "",
+                  "| method | CRPS | ND | NRMSE | s / series | NFE | paper CRPS |", "|---|---|---|---|---|---|---|"]
+        for name in ORDER:
+            r = d["results"].get(name)
+            if not r:
+                continue
+            if "error" in r:
+                lines.append(f"| {name} | diverged | | | | | {PAPER.get(ds, {}).get(name, '')} |")
+                continue
+            crps = f"{r['CRPS']:.4f}" + (f" ± {r['CRPS_std']:.4f}" if "CRPS_std" in r else "")
+            lines.append(f"| {name} | {crps} | {r['ND']:.4f} | {r['NRMSE']:.4f} | "
+                         f"{r.get('seconds_per_series', 0):.3g} | {r.get('nfe', '')} | {PAPER.get(ds, {}).get(name, '')} |")
+        lps = d["results"].get("LPS")
+        if lps:
+            lines += ["", f"LPS (ridge trained on 1,000 windows, CRPS on the test set): synthetic {lps['synthetic_CRPS']:.4f}, "
+                      f"real {lps['real_CRPS']:.4f}."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["speed", "eval", "table"])
+    ap.add_argument("--dataset", default="m4_hourly")
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--run-dir", type=Path, default=None)
+    ap.add_argument("--max-series", type=int, default=None)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--skip", nargs="*", default=[], help="parts to skip: TSDiff-Q TSDiff-MS refine lps")
+    a = ap.parse_args(argv)
+    if a.what == "speed":
+        r = speed()
+        _save("speed", r)
+        print(json.dumps(r, indent=1))
+    elif a.what == "eval":
+        run_dir = (a.run_dir or Path("benchmarks/runs") / f"tsdiff_{a.dataset}").absolute()
+        evaluate(a.dataset, a.epochs, run_dir, a.max_series, a.seeds, set(a.skip))
+    print(table(_load()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

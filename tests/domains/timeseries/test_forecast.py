@@ -1,0 +1,147 @@
+"""Predict / refine / synthesize on a model whose answer is known: an exact Gaussian denoiser
+for AR(1) windows, and the tiny adapter for the plumbing."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pd = pytest.importorskip("pandas")
+
+from workbench.domains.timeseries.baselines import RidgeForecaster, seasonal_naive, seasonality  # noqa: E402
+from workbench.domains.timeseries.forecast import (  # noqa: E402
+    Forecast, TSDiff, linear_predictive_score, missing_positions, observation_energy, quantile_levels,
+)
+from workbench.domains.timeseries.io import TimeSeries  # noqa: E402
+from workbench.geometry import Euclidean  # noqa: E402
+from workbench.precond import Prediction  # noqa: E402
+from workbench.processes import DiscreteDDPM  # noqa: E402
+from workbench.testing import GaussianDenoiser  # noqa: E402
+
+C, P, RHO, MU = 8, 4, 0.8, 1.0
+
+
+class _WindowGaussian(nn.Module):
+    """Exact denoiser of windows [B, L, 1] distributed as a stationary AR(1) with mean MU."""
+
+    def __init__(self, process) -> None:
+        super().__init__()
+        L = C + P
+        i = torch.arange(L, dtype=torch.float64)
+        cov = 0.1 * RHO ** (i[:, None] - i[None, :]).abs()
+        self.g = GaussianDenoiser(process, torch.full((L,), MU, dtype=torch.float64), cov)
+        self.process = process
+
+    def forward(self, x, t, geometry, **extras) -> Prediction:
+        p = self.g(x[..., 0], t, Euclidean(), **extras)
+        return Prediction(p.x0[..., None], p.eps[..., None], self.process.at(t, x, geometry))
+
+
+class _Module(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.process = DiscreteDDPM(100, "linear", 1e-4, 0.1)
+        self.denoiser = _WindowGaussian(self.process)
+        self.geometry = Euclidean()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+
+def _entry(context_end: float) -> TimeSeries:
+    ctx = np.ones(C)
+    ctx[-2:] = [2 - context_end, context_end]          # context mean stays 1, so the scale is 1
+    return TimeSeries(np.concatenate([ctx, np.full(P, np.nan)]), pd.Timestamp("2020-01-01"), "h", f"e{context_end}")
+
+
+def test_energies_levels_and_missing_positions() -> None:
+    y, m = torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0, 0.0]])
+    assert observation_energy(y, m, "mse")(torch.tensor([[3.0, 0.0]])).item() == 4.0
+    q = torch.tensor([0.9])
+    # e = y - x0 = -2 at the observed entry -> max(0.9 * -2, -0.1 * -2) = 0.2
+    assert observation_energy(y, m, "quantile", q)(torch.tensor([[3.0, 0.0]])).item() == pytest.approx(0.2)
+    torch.testing.assert_close(quantile_levels(2, 3), torch.tensor([0.25, 0.5, 0.75, 0.25, 0.5, 0.75]))
+    rng = np.random.default_rng(0)
+    assert list(missing_positions("BM-B", 10, 3, rng)) == [0, 1, 2]
+    assert list(missing_positions("BM-E", 10, 3, rng)) == [7, 8, 9]
+    rm = missing_positions("RM", 10, 4, rng)
+    assert len(set(rm)) == 4 and rm.max() < 10
+    with pytest.raises(ValueError, match="RM"):
+        missing_positions("XX", 10, 3, rng)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_guided_forecast_follows_the_ar1_conditional(sampler: str) -> None:
+    """Forecasts after a context ending high (1.5) lie above those after one ending low (0.5),
+    by about the AR(1) conditional mean's difference rho^k (1.5 - 0.5)."""
+    model = TSDiff(_Module(), context_length=C, prediction_length=P, freq="h", use_lags=False)
+    entries = [_entry(1.5), _entry(0.5)]
+    fc = model.predict(entries, guidance="mse", scale=4.0, num_samples=64, sampler=sampler, steps=50,
+                       seed=0, progress=False)
+    mean = fc.mean
+    expected = RHO ** np.arange(1, P + 1) * 1.0
+    gap = mean[0] - mean[1]
+    assert np.all(gap > 0.5 * expected) and np.all(gap < 1.5 * expected), (gap, expected)
+    # quantile guidance: the k-th sample is pulled to level k / (N + 1): spread in order
+    fq = model.predict(entries, guidance="quantile", scale=4.0, num_samples=32, sampler=sampler, steps=50,
+                       seed=1, progress=False)
+    lo, hi = fq.samples[:, :8, 0].mean(), fq.samples[:, -8:, 0].mean()
+    assert hi > lo
+    assert fq.info["nfe"] == (199 if sampler == "ddpm" else 51)
+
+
+def test_forecast_frame_plot_and_metrics(tmp_path) -> None:
+    model = TSDiff(_Module(), context_length=C, prediction_length=P, freq="h", use_lags=False)
+    entries = [_entry(1.2)]
+    entries_true = [TimeSeries(np.concatenate([entries[0].target[:C], [1.1, 1.0, 1.0, 1.0]]), entries[0].start, "h", "e")]
+    fc = model.predict(entries, num_samples=8, sampler="ddim", steps=10, missing="BM-E", n_missing=2, progress=False)
+    df = fc.to_frame()
+    assert list(df.columns) == ["series", "timestamp", "mean", "q0.1", "q0.5", "q0.9"] and len(df) == P
+    assert df["timestamp"].iloc[0] == pd.Timestamp("2020-01-01 08:00")
+    assert set(fc.metrics(entries_true)) >= {"CRPS", "ND", "NRMSE"}
+    fc.plot(entries_true, tmp_path / "fan.png")
+    assert (tmp_path / "fan.png").stat().st_size > 1000
+
+
+def test_refinement_moves_a_bad_base_forecast_towards_the_model() -> None:
+    model = TSDiff(_Module(), context_length=C, prediction_length=P, freq="h", use_lags=False)
+    entries = [_entry(1.0)]
+    base = np.full((1, 1, P), 3.0, dtype=np.float32)        # far from the model's mean 1
+    for method in ("ml", "lmc"):
+        r = model.refine(entries, base, method=method, guidance="mse", iterations=20, step_size=0.02,
+                         num_samples=4, step=10, progress=False)
+        assert np.all(np.abs(r.samples.mean((0, 1)) - 1.0) < np.abs(3.0 - 1.0)), r.samples.mean((0, 1))
+    step = model.best_diffusion_step(torch.ones(4, C + P, 1))
+    assert 0 <= step < 100
+
+
+def test_baselines_and_lps() -> None:
+    t = np.arange(24 * 20, dtype=np.float32)
+    s = TimeSeries(10 + np.sin(2 * np.pi * t / 24), pd.Timestamp("2020-01-01"), "h", "sin")
+    assert seasonality("H") == 24 and seasonality("B") == 5 and seasonality("D") == 1
+    sn = seasonal_naive([s], 24)
+    np.testing.assert_allclose(sn[0, 0], s.target[-24:], atol=1e-5)   # a pure 24-periodic series
+    rf = RidgeForecaster(48, 24, num_train_samples=200).fit([s])
+    pred = rf.predict([s])
+    assert pred.shape == (1, 1, 24) and np.abs(pred[0, 0] - s.target[-24:]).max() < 0.05
+    # synthetic windows that are exactly the real pattern give a near-perfect LPS
+    windows = np.stack([s.target[i: i + 72] / np.abs(s.target[i: i + 48]).mean() for i in range(0, 300, 7)])
+    lps = linear_predictive_score(windows, [s], 48, 24)
+    assert lps["CRPS"] < 0.01
+
+
+def test_tiny_adapter_end_to_end() -> None:
+    import pytorch_lightning as pl
+
+    from workbench.domains.timeseries import adapter
+
+    a = adapter()
+    module = a.module()
+    pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False).fit(module, datamodule=a.datamodule)
+    model = TSDiff.from_datamodule(module, a.datamodule)
+    test = a.datamodule.dataset.test[:2]
+    fc = model.predict(test, num_samples=4, sampler="ddim", steps=5, progress=False)
+    assert fc.samples.shape == (2, 4, 24) and np.isfinite(fc.samples).all()
+    syn = model.synthesize(5, progress=False)
+    assert syn.shape == (5, 72)
+    assert isinstance(fc, Forecast)
