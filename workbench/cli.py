@@ -307,8 +307,9 @@ def demo(out: str | os.PathLike = "workbench-demo", tiny: bool | None = None) ->
             continue
         train_s = time.perf_counter() - t0
         metrics = evaluate(cfg)
+        plots = sorted(p.relative_to(out).as_posix() for p in (run_dir / "plots").glob("*.png"))
         rows.append({"experiment": exp, "train_seconds": round(train_s, 1), "metrics": metrics,
-                     "plot": f"{name}/plots/samples.png" if (run_dir / "plots" / "samples.png").exists() else None})
+                     "plot": plots[0] if plots else None, "plots": plots})
         os.environ.pop(ENV_RUN_DIR, None)
     write_json(out / "report.json", {"versions": versions(), "tiny": tiny, "runs": rows})
     lines = ["# workbench demo report", "",
@@ -321,8 +322,8 @@ def demo(out: str | os.PathLike = "workbench-demo", tiny: bool | None = None) ->
         lines += [f"## {r['experiment']}", "", f"Training: {r['train_seconds']} s.", "",
                   "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4g} |" for k, v in r["metrics"].items()]
-        if r["plot"]:
-            lines += ["", f"![samples]({r['plot']})"]
+        for plot in r.get("plots") or []:
+            lines += ["", f"![{Path(plot).stem}]({plot})"]
         lines.append("")
     with atomic_write(out / "report.md") as f:
         f.write("\n".join(lines))

@@ -72,15 +72,19 @@ def test_energies_levels_and_missing_positions() -> None:
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_guided_forecast_follows_the_ar1_conditional(sampler: str) -> None:
     """Forecasts after a context ending high (1.5) lie above those after one ending low (0.5),
-    by about the AR(1) conditional mean's difference rho^k (1.5 - 0.5)."""
+    by about the AR(1) conditional mean's difference rho^k (1.5 - 0.5) once the guidance is
+    strong enough (guidance by the one-step estimate is approximate: at scale 4 the gap is about
+    a sixth of it, at 40 within 0.7..1.4 of it), and the gap grows with the scale."""
     model = TSDiff(_Module(), context_length=C, prediction_length=P, freq="h", use_lags=False)
     entries = [_entry(1.5), _entry(0.5)]
-    fc = model.predict(entries, guidance="mse", scale=4.0, num_samples=64, sampler=sampler, steps=50,
-                       seed=0, progress=False)
-    mean = fc.mean
     expected = RHO ** np.arange(1, P + 1) * 1.0
-    gap = mean[0] - mean[1]
-    assert np.all(gap > 0.5 * expected) and np.all(gap < 1.5 * expected), (gap, expected)
+    gaps = []
+    for scale in (4.0, 40.0):
+        fc = model.predict(entries, guidance="mse", scale=scale, num_samples=64, sampler=sampler, steps=50,
+                           seed=0, progress=False)
+        gaps.append(fc.mean[0] - fc.mean[1])
+    assert np.all(gaps[1] > gaps[0]) and np.all(gaps[0] > 0)
+    assert np.all(gaps[1] > 0.7 * expected) and np.all(gaps[1] < 1.4 * expected), (gaps[1], expected)
     # quantile guidance: the k-th sample is pulled to level k / (N + 1): spread in order
     fq = model.predict(entries, guidance="quantile", scale=4.0, num_samples=32, sampler=sampler, steps=50,
                        seed=1, progress=False)
@@ -123,10 +127,12 @@ def test_baselines_and_lps() -> None:
     rf = RidgeForecaster(48, 24, num_train_samples=200).fit([s])
     pred = rf.predict([s])
     assert pred.shape == (1, 1, 24) and np.abs(pred[0, 0] - s.target[-24:]).max() < 0.05
-    # synthetic windows that are exactly the real pattern give a near-perfect LPS
+    # synthetic windows that are exactly the real pattern give a near-perfect LPS; noise does not
     windows = np.stack([s.target[i: i + 72] / np.abs(s.target[i: i + 48]).mean() for i in range(0, 300, 7)])
-    lps = linear_predictive_score(windows, [s], 48, 24)
-    assert lps["CRPS"] < 0.01
+    good = linear_predictive_score(windows, [s], 48, 24)["CRPS"]
+    noise = np.random.default_rng(0).normal(1.0, 0.3, windows.shape)
+    bad = linear_predictive_score(noise, [s], 48, 24)["CRPS"]
+    assert good < 0.02 and bad > 3 * good, (good, bad)
 
 
 def test_tiny_adapter_end_to_end() -> None:
