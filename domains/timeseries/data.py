@@ -13,7 +13,6 @@ geometry puts no noise there and excludes those entries from the loss.
 """
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -22,9 +21,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from workbench.data import DomainDataModule, find_data, save_figure, write_json
+from workbench.data import DomainDataModule, find_data
 
-from .io import DataError, TimeSeries, TimeSeriesDataset, normalize_freq, read_gluonts, read_m4, read_wide_csv
+from .io import (DataError, TimeSeries, TimeSeriesDataset, normalize_freq, read_gluonts, read_m4, read_wide_csv,
+                 rolling_test)
 
 __all__ = ["lags_for_freq", "mean_scale", "window", "DATASETS", "load_dataset", "synthetic_dataset",
            "split_validation", "WindowDataset", "TimeSeriesDataModule"]
@@ -84,7 +84,7 @@ def window(series: np.ndarray, end: int, length: int, lags: list[int], context_l
 
 
 # -- named datasets ---------------------------------------------------------------------------
-def _m4(root: Path | None = None) -> TimeSeriesDataset:
+def _m4() -> TimeSeriesDataset:
     tr = find_data("timeseries/m4_Hourly-train.csv", "the M4 Hourly CSVs (see timeseries/SOURCES.md)")
     te = find_data("timeseries/m4_Hourly-test.csv", "the M4 Hourly CSVs (see timeseries/SOURCES.md)")
     return read_m4(tr, te, freq="H", prediction_length=48, name="m4_hourly")
@@ -125,9 +125,6 @@ def synthetic_dataset(n_series: int = 32, length: int = 24 * 7 * 6, *, predictio
         noise = rng.normal(0, rng.uniform(0.03, 0.1), len(t))
         y = level * np.exp(day + week + trend + noise)
         series.append(TimeSeries(y.astype(np.float32), pd.Timestamp("2024-01-01"), normalize_freq(freq), f"S{i}"))
-    train, test = [], []
-    from .io import rolling_test
-
     train, test = rolling_test(series, prediction_length, windows)
     return TimeSeriesDataset(name, normalize_freq(freq), prediction_length, train, test, "generated")
 
