@@ -122,7 +122,7 @@ def _train_and_load(dataset: str, epochs: int, run_dir: Path):
 
 
 def evaluate(dataset: str, epochs: int, run_dir: Path, max_series: int | None, seeds: list[int],
-             skip: set[str], refine_ridge: bool = False) -> dict:
+             skip: set[str], refine_ridge: bool = False, ms_scale: float | None = None) -> dict:
     from workbench.domains.timeseries.baselines import RidgeForecaster, seasonal_naive, training_windows
     from workbench.domains.timeseries.forecast import Forecast, TSDiff, linear_predictive_score
 
@@ -137,7 +137,7 @@ def evaluate(dataset: str, epochs: int, run_dir: Path, max_series: int | None, s
     P, C = dm.prediction_length, dm.context_length
     idx = [s.index(len(s) - P, P) for s in entries]
     ids = [s.item_id for s in entries]
-    res: dict = {}
+    res: dict = dict(_load().get(key, {}).get("results", {}))   # earlier parts are kept
     sn = Forecast(seasonal_naive(entries, P), ids, idx, {"method": "seasonal_naive"})
     res["Seasonal naive"] = _metrics(sn, entries)
     ridge = RidgeForecaster(C, P).fit(dm.train_series, seed=0)
@@ -149,6 +149,8 @@ def evaluate(dataset: str, epochs: int, run_dir: Path, max_series: int | None, s
     for name, guidance in (("TSDiff-Q", "quantile"), ("TSDiff-MS", "mse")):
         if name in skip:
             continue
+        if name == "TSDiff-MS" and ms_scale is not None:
+            name, scale = f"TSDiff-MS (scale {ms_scale:g})", ms_scale
         runs = []
         for seed in seeds:
             try:
@@ -162,6 +164,7 @@ def evaluate(dataset: str, epochs: int, run_dir: Path, max_series: int | None, s
             for k in ("CRPS", "ND", "NRMSE"):
                 row[k] = round(float(np.mean([r[k] for r in ok])), 5)
                 row[k + "_std"] = round(float(np.std([r[k] for r in ok])), 5)
+        row["scale"] = scale
         res[name] = row
         print(name, row, flush=True)
         _save(key, {"results": res})
@@ -215,16 +218,21 @@ def table(data: dict) -> str:
         lines += [f"**{ds}** ({st.get('test_windows')} test windows, {st.get('train_steps')} training steps, "
                   f"guidance scale {st.get('guidance_scale')})", "",
                   "| method | CRPS | ND | NRMSE | s / series | NFE | paper CRPS |", "|---|---|---|---|---|---|---|"]
-        for name in ORDER:
-            r = d["results"].get(name)
-            if not r:
-                continue
+        names = [n for n in ORDER if n in d["results"]]
+        extra = sorted(n for n in d["results"] if n.startswith("TSDiff-MS (scale"))
+        if extra:
+            at = names.index("TSDiff-Q") if "TSDiff-Q" in names else len(names)
+            names[at:at] = extra
+        for name in names:
+            r = d["results"][name]
             if "error" in r:
-                lines.append(f"| {name} | diverged | | | | | {PAPER.get(ds, {}).get(name, '')} |")
+                lines.append(f"| {name} (scale {r.get('scale', st.get('guidance_scale'))}) | diverged (non-finite) | | | | | "
+                             f"{PAPER.get(ds, {}).get(name, '')} |")
                 continue
             crps = f"{r['CRPS']:.4f}" + (f" ± {r['CRPS_std']:.4f}" if "CRPS_std" in r else "")
+            paper = PAPER.get(ds, {}).get(name.split(" (")[0], "")
             lines.append(f"| {name} | {crps} | {r['ND']:.4f} | {r['NRMSE']:.4f} | "
-                         f"{r.get('seconds_per_series', 0):.3g} | {r.get('nfe', '')} | {PAPER.get(ds, {}).get(name, '')} |")
+                         f"{r.get('seconds_per_series', 0):.3g} | {r.get('nfe', '')} | {paper} |")
         lps = d["results"].get("LPS")
         if lps:
             lines += ["", f"LPS (ridge trained on 1,000 windows, CRPS on the test set): synthetic {lps['synthetic_CRPS']:.4f}, "
@@ -243,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--skip", nargs="*", default=[], help="parts to skip: TSDiff-Q TSDiff-MS refine lps")
     ap.add_argument("--refine-ridge", action="store_true", help="also refine the ridge forecasts")
+    ap.add_argument("--ms-scale", type=float, default=None, help="MSE-guidance scale (default: the paper's quantile scale)")
     a = ap.parse_args(argv)
     if a.what == "speed":
         r = speed()
@@ -250,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(r, indent=1))
     elif a.what == "eval":
         run_dir = (a.run_dir or Path("benchmarks/runs") / f"tsdiff_{a.dataset}").absolute()
-        evaluate(a.dataset, a.epochs, run_dir, a.max_series, a.seeds, set(a.skip), a.refine_ridge)
+        evaluate(a.dataset, a.epochs, run_dir, a.max_series, a.seeds, set(a.skip), a.refine_ridge, a.ms_scale)
     print(table(_load()))
 
 

@@ -69,6 +69,20 @@ def test_energies_levels_and_missing_positions() -> None:
         missing_positions("XX", 10, 3, rng)
 
 
+def test_observation_hides_the_horizon_and_the_missing_context() -> None:
+    model = TSDiff(_Module(), context_length=C, prediction_length=P, freq="h", use_lags=False)
+    y, m, sc = model.observe([_entry(1.2)])
+    assert y.shape == (1, C + P, 1) and float(sc[0]) == pytest.approx(1.0)
+    assert m[0, :C, 0].all() and not m[0, C:, 0].any()
+    for kind, hidden in (("BM-B", [0, 1, 2]), ("BM-E", [5, 6, 7])):
+        _, m, _ = model.observe([_entry(1.2)], missing=kind, n_missing=3)
+        assert torch.nonzero(m[0, :C, 0] == 0).flatten().tolist() == hidden
+    _, m, _ = model.observe([_entry(1.2)], missing="RM", n_missing=3, seed=4)
+    assert int((m[0, :C, 0] == 0).sum()) == 3
+    with pytest.raises(ValueError, match="needs context"):
+        model.observe([TimeSeries(np.ones(5), pd.Timestamp("2020-01-01"), "h", "short")])
+
+
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_guided_forecast_follows_the_ar1_conditional(sampler: str) -> None:
     """Forecasts after a context ending high (1.5) lie above those after one ending low (0.5),
