@@ -375,6 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"workbench: error: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:  # e.g. guided sampling that diverged
+        print(f"workbench: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -107,6 +107,13 @@ def test_guided_forecast_follows_the_ar1_conditional(sampler: str) -> None:
     assert fq.info["nfe"] == (199 if sampler == "ddpm" else 51)
 
 
+def test_diverging_guidance_raises_a_clear_error() -> None:
+    model = TSDiff(_Module(), context_length=C, prediction_length=P, freq="h", use_lags=False)
+    with pytest.raises(FloatingPointError, match=r"diverged.*'e1.5'.*scale \(1e\+30\)"):
+        model.predict([_entry(1.5)], guidance="mse", scale=1e30, num_samples=4, sampler="ddim", steps=10,
+                      progress=False)
+
+
 def test_forecast_frame_plot_and_metrics(tmp_path) -> None:
     model = TSDiff(_Module(), context_length=C, prediction_length=P, freq="h", use_lags=False)
     entries = [_entry(1.2)]
