@@ -122,7 +122,8 @@ def _train_and_load(dataset: str, epochs: int, run_dir: Path):
 
 
 def evaluate(dataset: str, epochs: int, run_dir: Path, max_series: int | None, seeds: list[int],
-             skip: set[str], refine_ridge: bool = False, ms_scale: float | None = None) -> dict:
+             skip: set[str], refine_ridge: bool = False, ms_scale: float | None = None,
+             missing: list[str] | None = None) -> dict:
     from workbench.domains.timeseries.baselines import RidgeForecaster, seasonal_naive, training_windows
     from workbench.domains.timeseries.forecast import Forecast, TSDiff, linear_predictive_score
 
@@ -167,6 +168,14 @@ def evaluate(dataset: str, epochs: int, run_dir: Path, max_series: int | None, s
         row["scale"] = scale
         res[name] = row
         print(name, row, flush=True)
+        _save(key, {"results": res})
+    for kind in missing or []:
+        # the paper's missing-value experiment: half of the context hidden (RM random, BM-B / BM-E a block)
+        fc = model.predict(entries, guidance="quantile", scale=float(cfg.task.scale), num_samples=16,
+                           missing=kind, n_missing=C // 2, seed=0)
+        row = _metrics(fc, entries)
+        res[f"TSDiff-Q, {kind} (half the context missing)"] = row
+        print(kind, row, flush=True)
         _save(key, {"results": res})
     lr = REFINE_LR.get(dataset, 0.1)
     if "refine" not in skip:
@@ -223,6 +232,7 @@ def table(data: dict) -> str:
         if extra:
             at = names.index("TSDiff-Q") if "TSDiff-Q" in names else len(names)
             names[at:at] = extra
+        names += sorted(n for n in d["results"] if n.startswith("TSDiff-Q, "))
         for name in names:
             r = d["results"][name]
             if "error" in r:
@@ -252,6 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip", nargs="*", default=[], help="parts to skip: TSDiff-Q TSDiff-MS refine lps")
     ap.add_argument("--refine-ridge", action="store_true", help="also refine the ridge forecasts")
     ap.add_argument("--ms-scale", type=float, default=None, help="MSE-guidance scale (default: the paper's quantile scale)")
+    ap.add_argument("--missing", nargs="*", default=[], help="missing-value scenarios to run: RM BM-B BM-E")
     a = ap.parse_args(argv)
     if a.what == "speed":
         r = speed()
@@ -259,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(r, indent=1))
     elif a.what == "eval":
         run_dir = (a.run_dir or Path("benchmarks/runs") / f"tsdiff_{a.dataset}").absolute()
-        evaluate(a.dataset, a.epochs, run_dir, a.max_series, a.seeds, set(a.skip), a.refine_ridge, a.ms_scale)
+        evaluate(a.dataset, a.epochs, run_dir, a.max_series, a.seeds, set(a.skip), a.refine_ridge, a.ms_scale,
+                 a.missing)
     print(table(_load()))
 
 
