@@ -123,12 +123,12 @@ def _train_and_load(dataset: str, epochs: int, run_dir: Path):
 
 def evaluate(dataset: str, epochs: int, run_dir: Path, max_series: int | None, seeds: list[int],
              skip: set[str], refine_ridge: bool = False, ms_scale: float | None = None,
-             missing: list[str] | None = None) -> dict:
+             missing: list[str] | None = None, tag: str | None = None) -> dict:
     from workbench.domains.timeseries.baselines import RidgeForecaster, seasonal_naive, training_windows
     from workbench.domains.timeseries.forecast import Forecast, TSDiff, linear_predictive_score
 
     secs, dm, module, cfg, steps = _train_and_load(dataset, epochs, run_dir)
-    key = dataset
+    key = f"{dataset} ({tag})" if tag else dataset
     entries = dm.dataset.test[:max_series] if max_series else dm.dataset.test
     _save(key, {"setup": {"epochs": epochs, "train_steps": steps, "train_wall_seconds_this_call": round(secs, 1),
                           "context_length": dm.context_length, "prediction_length": dm.prediction_length,
@@ -219,12 +219,15 @@ def table(data: dict) -> str:
                   f"| training, s / batch | {sp['train_seconds_per_batch']} | 4.8 | {sp['train_speedup']}x |",
                   f"| forecast, s / series (16 samples, quantile guidance, DDPM 100) | "
                   f"{sp['forecast_seconds_per_series']} | 87 | {sp['forecast_speedup']}x |", ""]
-    for ds in ("m4_hourly", "exchange_rate_nips", "etth1"):
-        d = data.get(ds)
+    keys = [k for base in ("m4_hourly", "exchange_rate_nips", "etth1")
+            for k in sorted(data) if k == base or k.startswith(base + " (")]
+    for key in keys:
+        ds = key.split(" (")[0]
+        d = data.get(key)
         if not d or "results" not in d:
             continue
         st = d.get("setup", {})
-        lines += [f"**{ds}** ({st.get('test_windows')} test windows, {st.get('train_steps')} training steps, "
+        lines += [f"**{key}** ({st.get('test_windows')} test windows, {st.get('train_steps')} training steps, "
                   f"guidance scale {st.get('guidance_scale')})", "",
                   "| method | CRPS | ND | NRMSE | s / series | NFE | paper CRPS |", "|---|---|---|---|---|---|---|"]
         names = [n for n in ORDER if n in d["results"]]
@@ -262,6 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip", nargs="*", default=[], help="parts to skip: TSDiff-Q TSDiff-MS refine lps")
     ap.add_argument("--refine-ridge", action="store_true", help="also refine the ridge forecasts")
     ap.add_argument("--ms-scale", type=float, default=None, help="MSE-guidance scale (default: the paper's quantile scale)")
+    ap.add_argument("--tag", default=None, help="store the results under '<dataset> (<tag>)' (e.g. a longer run)")
     ap.add_argument("--missing", nargs="*", default=[], help="missing-value scenarios to run: RM BM-B BM-E")
     a = ap.parse_args(argv)
     if a.what == "speed":
@@ -271,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     elif a.what == "eval":
         run_dir = (a.run_dir or Path("benchmarks/runs") / f"tsdiff_{a.dataset}").absolute()
         evaluate(a.dataset, a.epochs, run_dir, a.max_series, a.seeds, set(a.skip), a.refine_ridge, a.ms_scale,
-                 a.missing)
+                 a.missing, a.tag)
     print(table(_load()))
 
 
