@@ -2,6 +2,8 @@
 
     python benchmarks/graphs.py community [--epochs 5000]
     python benchmarks/graphs.py qm9 [--epochs 40] [--n 1000]
+    python benchmarks/graphs.py seeds [--steps 1000 300 200] [--seeds 0 1 2]
+    python benchmarks/graphs.py timing [--steps 1000 300 200]   (with the machine otherwise idle)
 
 community: community-small at the paper's settings (GDSS config: 5000 epochs, batch 128, lr 1e-2),
   training seconds per epoch; then 128 graphs from each sampler (GDSS's Euler-Maruyama + Langevin
@@ -163,6 +165,23 @@ def qm9(epochs: int, n: int, run_dir: Path) -> dict:
     return _load()["qm9"]
 
 
+def community_timing(epochs: int, run_dir: Path, steps: list[int]) -> dict:
+    """Wall time of GDSS's sampler for 128 graphs at each step count, on the trained model (run it
+    with the machine otherwise idle: the seeds part may share the cores with other jobs)."""
+    _, dm, module, _ = _train_and_load("graphs/community_small", epochs, run_dir, skip_training=True)
+    fn = partial(sample_pc, predictor="euler_maruyama", corrector="langevin", snr=0.05, scale_eps=0.7,
+                 corrector_first=True, denoise=False)
+    data = _load().get("community_small_seeds", {})
+    timing = data.setdefault("timing", {"threads": torch.get_num_threads()})
+    for k in steps:
+        _draw(module, dm, fn, 5, 128, 128, None)          # warm-up
+        _, sec, _ = _draw(module, dm, fn, k, 128, 128, None)
+        timing[str(k)] = round(sec, 2)
+        print(k, timing[str(k)], file=sys.stderr, flush=True)
+    _save("community_small_seeds", data)
+    return data
+
+
 def community_seeds(epochs: int, run_dir: Path, steps: list[int], seeds: list[int], skip_training: bool) -> dict:
     """GDSS's sampler at several step counts on one trained community-small model, over several
     sampling seeds. GDSS scores one draw of 20 graphs against the 20 test graphs, a noisy protocol:
@@ -190,7 +209,8 @@ def community_seeds(epochs: int, run_dir: Path, steps: list[int], seeds: list[in
             rows[label] = {"steps": k, "seed": seed, "nfe_per_network": nfe, "seconds_128": round(sec, 2),
                            "at20": groups, "at128": generic_graph_metrics(graphs, ref)}
             print(label, rows[label]["at128"], file=sys.stderr, flush=True)
-            _save("community_small_seeds", {"epochs": epochs, "train_seconds": round(train_s, 1), "rows": rows})
+            _save("community_small_seeds", {**_load().get("community_small_seeds", {}), "epochs": epochs,
+                                            "train_seconds": round(train_s, 1), "rows": rows})
     summary = {}
     for k in sorted({r["steps"] for r in rows.values()}, reverse=True):
         rs = [r for r in rows.values() if r["steps"] == k]
@@ -218,10 +238,12 @@ def table(data: dict) -> str:
                   "| steps | NFE/net | s / 128 graphs | speed-up vs reference (400 s) | deg@20 | clus@20 | orbit@20 | "
                   "deg@128 | clus@128 | orbit@128 |", "|---|---|---|---|---|---|---|---|---|---|",
                   "| *paper (GDSS, Table 1)* | 2000 | | | *0.045* | *0.086* | *0.007* | | | |"]
+        timing = data["community_small_seeds"].get("timing", {})
         for k, r in s.items():
+            sec = timing.get(str(k), r["seconds_128"])
             cells = [f"{r[m + a][0]:.3f} ± {r[m + a][1]:.3f}" for a in ("@20", "@128")
                      for m in ("degree_mmd", "clustering_mmd", "orbit_mmd")]
-            lines.append(f"| {k} | {r['nfe_per_network']} | {r['seconds_128']} | {400 / r['seconds_128']:.1f}x | "
+            lines.append(f"| {k} | {r['nfe_per_network']} | {sec} | {400 / sec:.1f}x | "
                          + " | ".join(cells) + " |")
         n = next(iter(s.values()))
         lines += ["", f"{n['seeds']} seeds; @20 has {n['degree_mmd@20'][2]} groups per row.", ""]
@@ -250,7 +272,7 @@ def table(data: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("part", choices=["community", "seeds", "qm9", "table"])
+    ap.add_argument("part", choices=["community", "seeds", "timing", "qm9", "table"])
     ap.add_argument("--steps", type=int, nargs="*", default=[1000, 300, 200], help="seeds: sampler steps to compare")
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="seeds: sampling seeds")
     ap.add_argument("--epochs", type=int, default=None)
@@ -263,6 +285,8 @@ def main(argv: list[str] | None = None) -> None:
         community(args.epochs or 5000, run / "community_small", args.samplers_only)
     elif args.part == "seeds":
         community_seeds(args.epochs or 5000, run / "community_small", args.steps, args.seeds, args.samplers_only)
+    elif args.part == "timing":
+        community_timing(args.epochs or 5000, run / "community_small", args.steps)
     elif args.part == "qm9":
         qm9(args.epochs or 40, args.n, run / "qm9")
     print(table(_load()))
