@@ -34,6 +34,9 @@ from workbench.samplers import NFECounter, sample_ddim, sample_dpm_solver, sampl
 from workbench.state import cat
 
 OUT = Path(__file__).parent / "results" / "graphs.json"
+# GDSS's community-small sampler: Euler-Maruyama predictor + one Langevin corrector step (snr 0.05, scale_eps 0.7)
+GDSS_SAMPLER = partial(sample_pc, predictor="euler_maruyama", corrector="langevin", snr=0.05, scale_eps=0.7,
+                       corrector_first=True, denoise=False)
 
 
 def _load() -> dict:
@@ -45,6 +48,13 @@ def _save(key: str, value: dict) -> None:
     data[key] = value
     data["versions"] = versions()
     write_json(OUT, data)
+
+
+def _update(key: str, fields: dict) -> dict:
+    """Merge ``fields`` into the stored entry ``key`` (other fields are kept); return the entry."""
+    entry = {**_load().get(key, {}), **fields}
+    _save(key, entry)
+    return entry
 
 
 def _samplers(paper: tuple[str, object], steps: int) -> list[tuple[str, object, int]]:
@@ -113,8 +123,7 @@ def community(epochs: int, run_dir: Path, samplers_only: bool = False) -> dict:
 
     train_s, dm, module, _ = _train_and_load("graphs/community_small", epochs, run_dir, samplers_only)
     ref = dm.reference()
-    paper = ("GDSS Euler-Maruyama + Langevin 1000", partial(sample_pc, predictor="euler_maruyama", corrector="langevin",
-                                                          snr=0.05, scale_eps=0.7, corrector_first=True, denoise=False))
+    paper = ("GDSS Euler-Maruyama + Langevin 1000", GDSS_SAMPLER)
     fast = [(f"GDSS Euler-Maruyama + Langevin {k}", paper[1], k) for k in (100, 200)]
     fast += [(f"GDSS S4 {k}", partial(sample_s4, snr=0.05, scale_eps=0.7), k) for k in (100, 200)]
     fast += [("Euler-Maruyama (no corrector) 200", partial(sample_pc, predictor="euler_maruyama", corrector="none",
@@ -169,17 +178,15 @@ def community_timing(epochs: int, run_dir: Path, steps: list[int]) -> dict:
     """Wall time of GDSS's sampler for 128 graphs at each step count, on the trained model (run it
     with the machine otherwise idle: the seeds part may share the cores with other jobs)."""
     _, dm, module, _ = _train_and_load("graphs/community_small", epochs, run_dir, skip_training=True)
-    fn = partial(sample_pc, predictor="euler_maruyama", corrector="langevin", snr=0.05, scale_eps=0.7,
-                 corrector_first=True, denoise=False)
-    data = _load().get("community_small_seeds", {})
-    timing = data.setdefault("timing", {"threads": torch.get_num_threads()})
+    fn = GDSS_SAMPLER
+    timing = _load().get("community_small_seeds", {}).get("timing", {})
+    timing.setdefault("threads", torch.get_num_threads())
     for k in steps:
         _draw(module, dm, fn, 5, 128, 128, None)          # warm-up
         _, sec, _ = _draw(module, dm, fn, k, 128, 128, None)
         timing[str(k)] = round(sec, 2)
         print(k, timing[str(k)], file=sys.stderr, flush=True)
-    _save("community_small_seeds", data)
-    return data
+    return _update("community_small_seeds", {"timing": timing})
 
 
 def community_seeds(epochs: int, run_dir: Path, steps: list[int], seeds: list[int], skip_training: bool) -> dict:
@@ -194,8 +201,7 @@ def community_seeds(epochs: int, run_dir: Path, steps: list[int], seeds: list[in
 
     train_s, dm, module, _ = _train_and_load("graphs/community_small", epochs, run_dir, skip_training)
     ref = dm.reference()
-    fn = partial(sample_pc, predictor="euler_maruyama", corrector="langevin", snr=0.05, scale_eps=0.7,
-                 corrector_first=True, denoise=False)
+    fn = GDSS_SAMPLER
     previous = _load().get("community_small_seeds", {}).get("rows", {})
     rows = dict(previous)
     for k in steps:
@@ -209,8 +215,7 @@ def community_seeds(epochs: int, run_dir: Path, steps: list[int], seeds: list[in
             rows[label] = {"steps": k, "seed": seed, "nfe_per_network": nfe, "seconds_128": round(sec, 2),
                            "at20": groups, "at128": generic_graph_metrics(graphs, ref)}
             print(label, rows[label]["at128"], file=sys.stderr, flush=True)
-            _save("community_small_seeds", {**_load().get("community_small_seeds", {}), "epochs": epochs,
-                                            "train_seconds": round(train_s, 1), "rows": rows})
+            _update("community_small_seeds", {"epochs": epochs, "train_seconds": round(train_s, 1), "rows": rows})
     summary = {}
     for k in sorted({r["steps"] for r in rows.values()}, reverse=True):
         rs = [r for r in rows.values() if r["steps"] == k]
@@ -222,10 +227,7 @@ def community_seeds(epochs: int, run_dir: Path, steps: list[int], seeds: list[in
             out[m + "@20"] = [round(float(np.mean(a20)), 4), round(float(np.std(a20)), 4), len(a20)]
             out[m + "@128"] = [round(float(np.mean(a128)), 4), round(float(np.std(a128)), 4), len(a128)]
         summary[k] = out
-    data = _load()["community_small_seeds"]
-    data["summary"] = summary
-    _save("community_small_seeds", data)
-    return data
+    return _update("community_small_seeds", {"summary": summary})
 
 
 def table(data: dict) -> str:
