@@ -99,9 +99,9 @@ def speed(batches: int = 20, series: int = 8) -> dict:
     return out
 
 
-def _train_and_load(dataset: str, epochs: int, run_dir: Path):
+def _train_and_load(dataset: str, epochs: int, run_dir: Path, weights: str = "raw", checkpoint: str = "last"):
     from workbench.cli import build
-    from workbench.lit import load_checkpoint
+    from workbench.lit import load_checkpoint, load_ema_weights
 
     exp = "kdd_cup_2018" if dataset.startswith("kdd") else dataset
     cfg = compose_config([f"experiment=timeseries/{exp}_cpu", f"trainer.max_epochs={epochs}", f"run_dir={run_dir}",
@@ -114,8 +114,11 @@ def _train_and_load(dataset: str, epochs: int, run_dir: Path):
     seconds = time.perf_counter() - t0
     os.environ.pop("WORKBENCH_RUN_DIR", None)
     dm, module, _ = build(cfg)
-    ckpt = load_checkpoint(last)
+    path = run_dir / "checkpoints" / f"{checkpoint}.ckpt"
+    ckpt = load_checkpoint(path)
     module.load_state_dict(ckpt["state_dict"])
+    if weights == "ema" and not load_ema_weights(module, ckpt):
+        raise SystemExit(f"{path} holds no EMA weights")
     dm.setup("fit")
     module.eval()
     return seconds, dm, module, cfg, int(ckpt.get("global_step", 0))
@@ -123,17 +126,19 @@ def _train_and_load(dataset: str, epochs: int, run_dir: Path):
 
 def evaluate(dataset: str, epochs: int, run_dir: Path, max_series: int | None, seeds: list[int],
              skip: set[str], refine_ridge: bool = False, ms_scale: float | None = None,
-             missing: list[str] | None = None, tag: str | None = None) -> dict:
+             missing: list[str] | None = None, tag: str | None = None, weights: str = "raw",
+             checkpoint: str = "last") -> dict:
     from workbench.domains.timeseries.baselines import RidgeForecaster, seasonal_naive, training_windows
     from workbench.domains.timeseries.forecast import Forecast, TSDiff, linear_predictive_score
 
-    secs, dm, module, cfg, steps = _train_and_load(dataset, epochs, run_dir)
+    secs, dm, module, cfg, steps = _train_and_load(dataset, epochs, run_dir, weights, checkpoint)
     key = f"{dataset} ({tag})" if tag else dataset
     entries = dm.dataset.test[:max_series] if max_series else dm.dataset.test
     _save(key, {"setup": {"epochs": epochs, "train_steps": steps, "train_wall_seconds_this_call": round(secs, 1),
                           "context_length": dm.context_length, "prediction_length": dm.prediction_length,
                           "lags": len(dm.lags), "test_windows": len(entries), "samples": 16,
-                          "guidance_scale": float(cfg.task.scale), "seeds": seeds}})
+                          "guidance_scale": float(cfg.task.scale), "seeds": seeds, "weights": weights,
+                          "checkpoint": checkpoint}})
     model = TSDiff.from_datamodule(module, dm)
     P, C = dm.prediction_length, dm.context_length
     idx = [s.index(len(s) - P, P) for s in entries]
@@ -204,6 +209,28 @@ def evaluate(dataset: str, epochs: int, run_dir: Path, max_series: int | None, s
     return res
 
 
+def check(dataset: str, epochs: int, run_dir: Path, max_series: int, samples: list[int], weights: list[str],
+          tag: str | None = None, checkpoint: str = "last") -> dict:
+    """TSDiff-Q on the first `max_series` test windows only, for each sample count and weight set
+    (the raw weights, as TSDiff evaluates, or the EMA average the core keeps): a quick look at what
+    the CRPS gap to the paper depends on, without a whole-test-set run per variant."""
+    from workbench.domains.timeseries.forecast import TSDiff
+
+    key = f"{dataset} ({tag})" if tag else dataset
+    out = dict(_load().get(key, {}).get("checks", {}))
+    for w in weights:
+        _, dm, module, cfg, steps = _train_and_load(dataset, epochs, run_dir, w, checkpoint)
+        entries = dm.dataset.test[:max_series]
+        model = TSDiff.from_datamodule(module, dm)
+        for n in samples:
+            fc = model.predict(entries, guidance="quantile", scale=float(cfg.task.scale), num_samples=n, seed=0)
+            out[f"{w} weights, {n} samples, first {len(entries)} windows, {checkpoint} checkpoint at {steps} steps"] = \
+                _metrics(fc, entries)
+            print(w, n, out, flush=True)
+            _save(key, {"checks": out})
+    return out
+
+
 ORDER = ["Seasonal naive", "Linear (ridge)", "TSDiff-MS", "TSDiff-Q", "Seasonal naive + ML-Q",
          "Seasonal naive + LMC-Q", "Linear (ridge) + ML-Q", "Linear (ridge) + LMC-Q"]
 PAPER = {"m4_hourly": {"Seasonal naive": 0.048, "TSDiff-MS": 0.045, "TSDiff-Q": 0.036},
@@ -256,7 +283,7 @@ def table(data: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["speed", "eval", "table"])
+    ap.add_argument("what", choices=["speed", "eval", "check", "table"])
     ap.add_argument("--dataset", default="m4_hourly")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--run-dir", type=Path, default=None)
@@ -267,15 +294,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ms-scale", type=float, default=None, help="MSE-guidance scale (default: the paper's quantile scale)")
     ap.add_argument("--tag", default=None, help="store the results under '<dataset> (<tag>)' (e.g. a longer run)")
     ap.add_argument("--missing", nargs="*", default=[], help="missing-value scenarios to run: RM BM-B BM-E")
+    ap.add_argument("--weights", nargs="+", default=["raw"], choices=["raw", "ema"],
+                    help="evaluate the raw weights (TSDiff's way) or the core's EMA average (check: both)")
+    ap.add_argument("--samples", type=int, nargs="+", default=[16], help="check: forecast sample counts")
+    ap.add_argument("--checkpoint", default="last", choices=["last", "best"],
+                    help="the last checkpoint or the best validation CRPS (callbacks.forecast_val)")
     a = ap.parse_args(argv)
     if a.what == "speed":
         r = speed()
         _save("speed", r)
         print(json.dumps(r, indent=1))
-    elif a.what == "eval":
+    else:
         run_dir = (a.run_dir or Path("benchmarks/runs") / f"tsdiff_{a.dataset}").absolute()
+    if a.what == "eval":
         evaluate(a.dataset, a.epochs, run_dir, a.max_series, a.seeds, set(a.skip), a.refine_ridge, a.ms_scale,
-                 a.missing, a.tag)
+                 a.missing, a.tag, a.weights[0], a.checkpoint)
+    elif a.what == "check":
+        check(a.dataset, a.epochs, run_dir, a.max_series or 30, a.samples, a.weights, a.tag, a.checkpoint)
     print(table(_load()))
 
 

@@ -111,8 +111,6 @@ def versions() -> dict[str, str]:
 # -- building ----------------------------------------------------------------------------------------
 def build(cfg: Any) -> tuple[Any, Any, Any]:
     """(datamodule, DiffusionModule, metrics fn or None) from a composed config."""
-    from omegaconf import OmegaConf
-
     from .lit import DiffusionModule
 
     dm = _instantiate(cfg, "datamodule")
@@ -190,9 +188,12 @@ def _load_run(cfg: Any) -> tuple[Any, Any, Any, Path]:
         raise ConfigError("config key 'run_dir' must point at a trained run (run_dir=runs/...)")
     run_dir = Path(cfg.run_dir)
     dm, module, metrics = build(cfg)
-    ckpt_path = run_dir / "checkpoints" / "last.ckpt"
+    name = str(cfg.get("checkpoint") or "last")
+    ckpt_path = run_dir / "checkpoints" / (name if name.endswith(".ckpt") else f"{name}.ckpt")
     if not ckpt_path.exists():
-        raise FileNotFoundError(f"no checkpoint in {run_dir}/checkpoints (train first: workbench train ...)")
+        have = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
+        raise FileNotFoundError(f"no checkpoint {ckpt_path.name} in {run_dir}/checkpoints"
+                                + (f" (there are: {', '.join(have)})" if have else " (train first: workbench train ...)"))
     ckpt = load_checkpoint(ckpt_path)
     module.load_state_dict(ckpt["state_dict"])
     if cfg.sample.use_ema:
@@ -258,6 +259,10 @@ def evaluate(cfg: Any) -> dict[str, float]:
     return metrics
 
 
+# keys that choose how a finished run is used, accepted even when its saved config predates them
+_RUN_KEYS = {"checkpoint"}
+
+
 def _cfg_for_run(overrides: list[str]) -> Any:
     """For sample/evaluate: the run's saved config, with the new overrides on top."""
     from omegaconf import OmegaConf
@@ -278,7 +283,8 @@ def _cfg_for_run(overrides: list[str]) -> Any:
             grp = compose_config([f"{key.lstrip('+')}={value}"])
             OmegaConf.update(base, key.lstrip("+"), grp[key.lstrip("+")], merge=False, force_add=True)
             continue
-        if not key.startswith("+") and OmegaConf.select(base, key, default="__absent__") == "__absent__":
+        if (not key.startswith("+") and key not in _RUN_KEYS
+                and OmegaConf.select(base, key, default="__absent__") == "__absent__"):
             raise ConfigError(f"unknown config key '{key}' (use +{key}=... to add one)")
         dotlist.append(f"{key.lstrip('+')}={value}")
     base = OmegaConf.merge(base, OmegaConf.from_dotlist(dotlist))

@@ -58,6 +58,11 @@ def test_unknown_key_on_an_existing_run(tmp_path: Path, capsys) -> None:
     os.environ.pop("WORKBENCH_RUN_DIR", None)
     assert main(["sample", f"run_dir={run}", "sample.nn=3"]) == 2
     assert "sample.nn" in capsys.readouterr().err
+    # `checkpoint` picks the file; a missing one is named along with those that exist
+    assert main(["sample", f"run_dir={run}", "checkpoint=best"]) == 2
+    err = capsys.readouterr().err
+    assert "best.ckpt" in err and "last.ckpt" in err, err
+    assert main(["sample", f"run_dir={run}", "checkpoint=last", "sample.n=8"]) == 0
 
 
 def test_demo_writes_report(tmp_path: Path) -> None:

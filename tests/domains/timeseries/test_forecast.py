@@ -172,3 +172,40 @@ def test_tiny_adapter_end_to_end() -> None:
     syn = model.synthesize(5, progress=False)
     assert syn.shape == (5, 72)
     assert isinstance(fc, Forecast)
+
+
+def test_forecast_validation_keeps_the_best_checkpoint(tmp_path) -> None:
+    import pytorch_lightning as pl
+
+    from workbench.domains.timeseries import adapter
+    from workbench.domains.timeseries.validation import ForecastValidation
+    from workbench.lit import AtomicCheckpointIO, load_checkpoint
+
+    a = adapter()
+    module = a.module()
+    val = ForecastValidation(every_n_epochs=1, num_samples=4, max_series=3, dirpath=str(tmp_path))
+    pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False, callbacks=[val], plugins=[AtomicCheckpointIO()],
+               num_sanity_val_steps=0).fit(module, datamodule=a.datamodule)
+    crps = [h["crps"] for h in val.history]
+    assert [h["epoch"] for h in val.history] == [0, 1, 2] and np.isfinite(crps).all()
+    assert val.best == min(crps) and val.best_epoch == int(np.argmin(crps))
+    ckpt = load_checkpoint(tmp_path / "best.ckpt")
+    assert ckpt["epoch"] == val.best_epoch
+    assert ckpt["callbacks"]["ForecastValidation"]["best"] == val.best   # a resumed run keeps comparing to it
+    with pytest.raises(ValueError, match="every_n_epochs"):
+        ForecastValidation(every_n_epochs=0)
+    # the EMA average is validated when asked, and asking without the EMA callback is an error
+    from workbench.lit import EMA
+
+    for callbacks in ([EMA(0.9)], []):
+        val = ForecastValidation(every_n_epochs=1, num_samples=2, max_series=2, dirpath=str(tmp_path / "ema"),
+                                 use_ema=True)
+        trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, callbacks=[*callbacks, val], num_sanity_val_steps=0)
+        if callbacks:
+            trainer.fit(a.module(), datamodule=a.datamodule)
+            assert len(val.history) == 1 and (tmp_path / "ema" / "best.ckpt").exists()
+        else:
+            with pytest.raises(ValueError, match="EMA callback"):
+                trainer.fit(a.module(), datamodule=a.datamodule)
