@@ -3,12 +3,15 @@
     python benchmarks/timeseries.py speed
     python benchmarks/timeseries.py eval --dataset m4_hourly [--epochs 40] [--max-series N] [--seeds 0]
     python benchmarks/timeseries.py eval --dataset exchange_rate_nips
+    python benchmarks/timeseries.py check --epochs 100 --run-dir R --samples 16 100 --weights raw ema
     python benchmarks/timeseries.py table
 
 speed: the paper's model size (hidden 64, 3 blocks, d_state 128) on M4 windows (context 312 +
   prediction 48, batch 64): seconds per training batch (forward, backward, clipping, Adam) and
   seconds per series to forecast with 16 samples and quantile guidance (ancestral DDPM, 100
   steps), the two figures the issue compares with the reference code (4.8 s and 87 s here).
+check: TSDiff-Q on the first --max-series (30) test windows for each --samples count and --weights
+  (raw, EMA), from the --checkpoint (last, best): what the CRPS depends on, at a fraction of eval's cost.
 eval: train the `<dataset>_cpu` experiment (resumed if its run exists), then on the whole test
   set: seasonal naive, ridge, TSDiff-MS and TSDiff-Q (16 samples, DDPM 100 steps, the paper's
   scales), the seasonal-naive forecasts (and with --refine-ridge the ridge ones) refined by ML-Q
@@ -254,7 +257,9 @@ def table(data: dict) -> str:
         if not d or "results" not in d:
             continue
         st = d.get("setup", {})
-        lines += [f"**{key}** ({st.get('test_windows')} test windows, {st.get('train_steps')} training steps, "
+        how = "".join([", EMA weights" if st.get("weights") == "ema" else "",
+                       ", the best validation-CRPS checkpoint" if st.get("checkpoint") == "best" else ""])
+        lines += [f"**{key}** ({st.get('test_windows')} test windows, {st.get('train_steps')} training steps{how}, "
                   f"guidance scale {st.get('guidance_scale')})", "",
                   "| method | CRPS | ND | NRMSE | s / series | NFE | paper CRPS |", "|---|---|---|---|---|---|---|"]
         names = [n for n in ORDER if n in d["results"]]
@@ -277,6 +282,10 @@ def table(data: dict) -> str:
         if lps:
             lines += ["", f"LPS (ridge trained on 1,000 windows, CRPS on the test set): synthetic {lps['synthetic_CRPS']:.4f}, "
                       f"real {lps['real_CRPS']:.4f}."]
+        if d.get("checks"):
+            lines += ["", "Quick checks, TSDiff-Q on the first test windows only (`check`):", "",
+                      "| variant | CRPS | ND | NRMSE |", "|---|---|---|---|"]
+            lines += [f"| {name} | {r['CRPS']:.4f} | {r['ND']:.4f} | {r['NRMSE']:.4f} |" for name, r in d["checks"].items()]
         lines.append("")
     return "\n".join(lines)
 
