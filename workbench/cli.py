@@ -13,6 +13,7 @@ any domain code. A run directory holds ``config.yaml``, ``versions.json``, ``che
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import os
 import platform
@@ -259,10 +260,6 @@ def evaluate(cfg: Any) -> dict[str, float]:
     return metrics
 
 
-# keys that choose how a finished run is used, accepted even when its saved config predates them
-_RUN_KEYS = {"checkpoint"}
-
-
 def _cfg_for_run(overrides: list[str]) -> Any:
     """For sample/evaluate: the run's saved config, with the new overrides on top."""
     from omegaconf import OmegaConf
@@ -274,6 +271,7 @@ def _cfg_for_run(overrides: list[str]) -> Any:
     if not saved.exists():
         raise FileNotFoundError(f"{saved} not found: is {run} a workbench run directory?")
     base = OmegaConf.load(saved)
+    root = functools.cache(compose_config)   # composed only if a key is missing from the saved config
     choices = [o for o in overrides if not o.startswith("run_dir=")]
     dotlist = []
     for o in choices:
@@ -283,8 +281,10 @@ def _cfg_for_run(overrides: list[str]) -> Any:
             grp = compose_config([f"{key.lstrip('+')}={value}"])
             OmegaConf.update(base, key.lstrip("+"), grp[key.lstrip("+")], merge=False, force_add=True)
             continue
-        if (not key.startswith("+") and key not in _RUN_KEYS
-                and OmegaConf.select(base, key, default="__absent__") == "__absent__"):
+        if not key.startswith("+") and all(OmegaConf.select(c, key, default="__absent__") == "__absent__"
+                                           for c in (base, root())):
+            # unknown to the run and to the current root config (a key added since the run was
+            # saved, e.g. `checkpoint`, is accepted)
             raise ConfigError(f"unknown config key '{key}' (use +{key}=... to add one)")
         dotlist.append(f"{key.lstrip('+')}={value}")
     base = OmegaConf.merge(base, OmegaConf.from_dotlist(dotlist))

@@ -55,10 +55,17 @@ class ForecastValidation(pl.Callback):
         self.best = math.inf
         self.best_epoch = -1
         self.history: list[dict[str, float]] = []
+        self._ema: EMA | None = None
 
     @property
     def state_key(self) -> str:
         return "ForecastValidation"
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # found once, at the start, so that a missing EMA callback fails before any training
+        self._ema = next((c for c in trainer.callbacks if isinstance(c, EMA)), None) if self.use_ema else None
+        if self.use_ema and self._ema is None:
+            raise ValueError("ForecastValidation(use_ema=True) needs the EMA callback (callbacks.ema)")
 
     def _path(self, trainer: pl.Trainer) -> Path:
         d = self.dirpath or getattr(trainer.checkpoint_callback, "dirpath", None) or trainer.default_root_dir
@@ -75,10 +82,7 @@ class ForecastValidation(pl.Callback):
         if not entries:
             return
         t0 = time.perf_counter()
-        ema = next((c for c in trainer.callbacks if isinstance(c, EMA)), None) if self.use_ema else None
-        if self.use_ema and ema is None:
-            raise ValueError("ForecastValidation(use_ema=True) needs the EMA callback (callbacks.ema)")
-        with ema.average(pl_module) if ema is not None else contextlib.nullcontext():
+        with self._ema.average(pl_module) if self._ema is not None else contextlib.nullcontext():
             fc = TSDiff.from_datamodule(pl_module, dm).predict(
                 entries, guidance=self.guidance, scale=self.scale, num_samples=self.num_samples,
                 batch_size=self.batch_size, seed=self.seed, progress=False)
