@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from .data import DomainDataModule, save_figure
 from .metrics import moment_errors, sliced_wasserstein
+from .nn import SinusoidalEmbedding  # re-exported: it lived here before workbench.nn
 from .state import State
 
 __all__ = ["gaussian_mixture", "GaussianMixtureDataModule", "ToyMLP", "SinusoidalEmbedding", "toy_metrics", "adapter"]
@@ -117,21 +118,6 @@ def toy_metrics(samples: Tensor, reference: Tensor, n_modes: int = 8, radius: fl
     out["in_mode"] = float((near.values < 3 * std).double().mean())
     out["modes_covered"] = float((counts >= 0.01 * len(samples)).double().mean())
     return out
-
-
-class SinusoidalEmbedding(nn.Module):
-    """Sinusoidal features of a scalar time: sin/cos(scale * t * f_k) with f_k geometric in [1, max_freq]."""
-
-    def __init__(self, dim: int = 64, max_freq: float = 1000.0, scale: float = 1.0) -> None:
-        super().__init__()
-        if dim % 2:
-            raise ValueError("embedding dim must be even")
-        self.register_buffer("freqs", torch.exp(torch.linspace(0, math.log(max_freq), dim // 2)))
-        self.scale = float(scale)
-
-    def forward(self, t: Tensor) -> Tensor:
-        a = (self.scale * t.float())[:, None] * self.freqs
-        return torch.cat([torch.sin(a), torch.cos(a)], -1)
 
 
 class ToyMLP(nn.Module):

@@ -7,13 +7,14 @@ by the core's :class:`workbench.precond.Denoiser` (``eps`` for a VP variable, ``
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from torch_geometric.nn import MLP, DenseGCNConv
 
-__all__ = ["gcn_norm", "DenseGCNConv", "MLP", "ScoreNetworkX", "ScoreNetworkA", "GDSSNetwork", "mask_nodes", "mask_pairs"]
+from workbench.nn import SinusoidalEmbedding
+
+__all__ = ["ScoreNetworkX", "ScoreNetworkA", "GDSSNetwork", "mask_nodes", "mask_pairs"]
 
 
 def mask_nodes(x: Tensor, flags: Tensor | None) -> Tensor:
@@ -29,48 +30,11 @@ def mask_pairs(a: Tensor, flags: Tensor | None) -> Tensor:
     return a * f[..., :, None] * f[..., None, :]
 
 
-def gcn_norm(adj: Tensor) -> Tensor:
-    """D^-1/2 (A with unit diagonal) D^-1/2 with degrees clamped at 1 (the adjacency here is noisy
-    and may have negative weights). Computed once per adjacency and shared by the convolutions."""
-    eye = torch.eye(adj.shape[-1], device=adj.device, dtype=adj.dtype)
-    a = adj * (1 - eye) + eye
-    d = a.sum(-1).clamp(min=1).rsqrt()
-    return d[..., :, None] * a * d[..., None, :]
-
-
-class DenseGCNConv(nn.Module):
-    """Dense graph convolution (Kipf & Welling 2017) on a normalised adjacency (:func:`gcn_norm`):
-    A_hat X W + b."""
-
-    def __init__(self, in_dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(in_dim, out_dim))
-        self.bias = nn.Parameter(torch.zeros(out_dim))
-        bound = math.sqrt(6.0 / (in_dim + out_dim))
-        nn.init.uniform_(self.weight, -bound, bound)
-
-    def forward(self, x: Tensor, adj_norm: Tensor) -> Tensor:
-        return adj_norm @ (x @ self.weight) + self.bias
-
-
-class MLP(nn.Module):
-    """``num_layers`` linear layers with an activation between them (a single layer is linear)."""
-
-    def __init__(self, num_layers: int, in_dim: int, hidden: int, out_dim: int,
-                 act: Callable[[Tensor], Tensor] = F.relu) -> None:
-        super().__init__()
-        if num_layers < 1:
-            raise ValueError("an MLP needs at least one layer")
-        dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-        self.act = act
-
-    def forward(self, x: Tensor) -> Tensor:
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                x = self.act(x)
-        return x
+def _mlp(num_layers: int, in_dim: int, hidden: int, out_dim: int) -> MLP:
+    """GDSS's MLP: ``num_layers`` linear layers with ELU between them (one layer = linear), no
+    normalisation, no dropout; PyG's MLP applies it to the last axis of any shape."""
+    return MLP(in_channels=in_dim, hidden_channels=hidden, out_channels=out_dim, num_layers=num_layers,
+               act="elu", norm=None, plain_last=True)
 
 
 class ScoreNetworkX(nn.Module):
@@ -81,12 +45,12 @@ class ScoreNetworkX(nn.Module):
         super().__init__()
         self.convs = nn.ModuleList(DenseGCNConv(max_feat_num if i == 0 else nhid, nhid) for i in range(depth))
         fdim = max_feat_num + depth * nhid
-        self.final = MLP(3, fdim, 2 * fdim, max_feat_num, act=F.elu)
+        self.final = _mlp(3, fdim, 2 * fdim, max_feat_num)
 
     def forward(self, x: Tensor, adj: Tensor, flags: Tensor | None) -> Tensor:
-        hs, a = [x], gcn_norm(adj)
+        hs = [x]
         for conv in self.convs:
-            x = torch.tanh(conv(x, a))
+            x = torch.tanh(conv(x, adj))
             hs.append(x)
         return mask_nodes(self.final(torch.cat(hs, -1)), flags)
 
@@ -105,11 +69,10 @@ class _Attention(nn.Module):
 
     def forward(self, x: Tensor, adj: Tensor) -> tuple[Tensor | None, Tensor]:
         B, N, _ = x.shape
-        a = gcn_norm(adj)
-        q = self.q(x, a).view(B, N, self.heads, -1).transpose(1, 2)    # [B, H, N, d]
-        k = self.k(x, a).view(B, N, self.heads, -1).transpose(1, 2)
+        q = self.q(x, adj).view(B, N, self.heads, -1).transpose(1, 2)    # [B, H, N, d]
+        k = self.k(x, adj).view(B, N, self.heads, -1).transpose(1, 2)
         att = torch.tanh(q @ k.transpose(-1, -2) / math.sqrt(self.out_dim)).mean(1)
-        return (self.v(x, a) if self.v is not None else None), 0.5 * (att + att.transpose(-1, -2))
+        return (self.v(x, adj) if self.v is not None else None), 0.5 * (att + att.transpose(-1, -2))
 
 
 class _AttentionLayer(nn.Module):
@@ -124,8 +87,8 @@ class _AttentionLayer(nn.Module):
         self.attn = nn.ModuleList(_Attention(in_dim, attn_dim, out_dim, num_heads, values=node_out)
                                   for _ in range(c_in))
         hidden = 2 * max(c_in, c_out)
-        self.edge_mlp = MLP(num_linears, 2 * c_in, hidden, c_out, act=F.elu)
-        self.node_mlp = MLP(2, c_in * out_dim, hidden, out_dim, act=F.elu) if node_out else None
+        self.edge_mlp = _mlp(num_linears, 2 * c_in, hidden, c_out)
+        self.node_mlp = _mlp(2, c_in * out_dim, hidden, out_dim) if node_out else None
 
     def forward(self, x: Tensor, adjc: Tensor, flags: Tensor | None) -> tuple[Tensor | None, Tensor]:
         feats, maps = zip(*(att(x, adjc[:, c]) for c, att in enumerate(self.attn)))
@@ -164,7 +127,7 @@ class ScoreNetworkA(nn.Module):
                                           node_out=i < num_layers - 1))
         self.layers = nn.ModuleList(layers)
         fdim = c_hid * (num_layers - 1) + c_final + c_init
-        self.final = MLP(3, fdim, 2 * fdim, 1, act=F.elu)
+        self.final = _mlp(3, fdim, 2 * fdim, 1)
 
     def forward(self, x: Tensor, adj: Tensor, flags: Tensor | None) -> Tensor:
         adjc = _powers(adj, self.c_init)
@@ -193,8 +156,6 @@ class GDSSNetwork(nn.Module):
         super().__init__()
         self.temb = None
         if time_embedding:
-            from workbench.toy import SinusoidalEmbedding
-
             self.temb = nn.Sequential(SinusoidalEmbedding(32), nn.Linear(32, max_feat_num))
         self.net_x = ScoreNetworkX(max_feat_num, x_depth, x_nhid)
         self.net_adj = ScoreNetworkA(max_feat_num, a_nhid, a_layers, a_linears, c_init, c_hid, c_final, adim, num_heads)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.toy import SinusoidalEmbedding
+from workbench.nn import SinusoidalEmbedding
 
 __all__ = ["S4DKernel", "S4DLayer", "S4Block", "TSDiffNetwork"]
 
