@@ -1,27 +1,41 @@
-"""Geometries: how noise is drawn, projected, broadcast and reduced.
+"""Geometries: how noise is drawn, points and tangent vectors projected, values broadcast and reduced.
 
-The core never calls ``torch.randn_like``, never indexes with
-``[:, None, None]`` and never averages over all dimensions: it asks the
-geometry. A geometry may carry a per-item *mask* for padded items (nodes of a
-graph, time steps of a series); :meth:`Geometry.bind` returns a copy bound to
-the mask of the current batch.
+The core never calls ``torch.randn_like``, never indexes with ``[:, None, None]`` and never
+averages over all dimensions: it asks the geometry. The whole contract the core relies on is
+:class:`GeometryProtocol` (public names only); :class:`Geometry` is a convenient base that
+implements it from four tensor-level formulas.
 
-Masks have shape ``[B, *item]`` where ``item`` is a prefix of the non-batch
-dimensions of the state (``[B, N]`` for node features ``[B, N, F]``); they are
-broadcast by appending trailing dimensions. :class:`Symmetric` turns a node
-mask ``[B, N]`` into the pairwise mask ``[B, N, N]``.
+**Points and tangent vectors.** A state ``x`` is a *point*; noise, scores, gradients and
+Hutchinson probes are *tangent vectors* at a point. :meth:`Geometry.project` maps a point onto
+the constraint set (wraps onto the torus, zeroes padding, symmetrises);
+:meth:`Geometry.project_tangent` maps a vector onto the tangent space (zeroes padding,
+symmetrises, removes the centre of mass) and never wraps: a gradient of -3.56 on a torus of
+period 1 stays -3.56.
+
+**The mask rule.** A batch's ``mask`` says which entries *exist* (padded nodes, missing values,
+padded time steps): absent entries get no noise, no loss and no density. It is aligned to a state
+``[B, *S]`` by :func:`align_mask`: a mask ``[B, *M]`` with ``M`` a prefix of ``S`` is broadcast by
+appending trailing dimensions (a node mask ``[B, N]`` for node features ``[B, N, F]``); with
+``M`` a suffix of ``S`` (``[B, D, H, W]`` for a volume ``[B, C, D, H, W]``) singleton
+dimensions are inserted after the batch; a mask with as many dimensions as the state broadcasts
+its size-1 dimensions (``[B, 1, D, H, W]``). Prefix wins when both fit. An *observation* mask
+(which entries are measured, for inpainting / guidance) is a different thing, never called
+``mask``: it is a named argument (``Replacement(observed=..., obs_mask=...)``) or batch key
+(``observed``), aligned by the same rule. :class:`Symmetric` turns a node mask ``[B, N]`` into
+the pairwise mask ``[B, N, N]``.
 """
 from __future__ import annotations
 
 import copy
-from typing import Literal, Mapping
+from typing import Any, Literal, Mapping, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from .state import State
 
-__all__ = ["Geometry", "Euclidean", "Masked", "Symmetric", "Periodic", "ZeroCoM", "Product"]
+__all__ = ["GeometryProtocol", "Geometry", "Euclidean", "Masked", "Symmetric", "Periodic", "ZeroCoM", "Product",
+           "align_mask", "reduce_parts"]
 
 Reduction = Literal["mean", "sum"]
 
@@ -30,6 +44,70 @@ def _append_dims(v: Tensor, ndim: int) -> Tensor:
     if v.ndim > ndim:
         raise ValueError(f"cannot broadcast a tensor of shape {tuple(v.shape)} to {ndim} dims")
     return v.reshape(*v.shape, *([1] * (ndim - v.ndim)))
+
+
+def align_mask(mask: Tensor, x: Tensor, name: str = "mask") -> Tensor:
+    """Align a mask ``[B, *M]`` to a state ``[B, *S]`` by the module's mask rule; returns a view
+    with ``x.ndim`` dimensions that broadcasts against ``x`` (same dtype as ``x``).
+
+    Raises ValueError naming both shapes when the mask fits neither as a prefix, a suffix nor
+    by size-1 broadcasting.
+    """
+    if not torch.is_tensor(mask):
+        mask = torch.as_tensor(mask)
+    m = mask.to(device=x.device, dtype=x.dtype)
+    s, ms = tuple(x.shape), tuple(m.shape)
+    if m.ndim == x.ndim:
+        if all(a == b or a == 1 for a, b in zip(ms, s)):
+            return m
+    elif 1 <= m.ndim < x.ndim and ms[0] in (s[0], 1):
+        k = m.ndim - 1
+        if ms[1:] == s[1 : 1 + k]:            # items first: [B, N] for [B, N, F]
+            return m.reshape(*ms, *([1] * (x.ndim - m.ndim)))
+        if k and ms[1:] == s[x.ndim - k :]:   # trailing: [B, D, H, W] for [B, C, D, H, W]
+            return m.reshape(ms[0], *([1] * (x.ndim - m.ndim)), *ms[1:])
+    raise ValueError(f"{name} of shape {ms} does not fit a state of shape {s}: it must be [B, *items] with the "
+                     "state's leading item dims, [B, *trailing] with its trailing dims, or the state's shape "
+                     "with size-1 dims")
+
+
+@runtime_checkable
+class GeometryProtocol(Protocol):
+    """Everything the core calls on a geometry. Each method takes a Tensor or a dict State.
+
+    * ``bind(mask)``: a copy bound to a batch's existence mask (Tensor, dict of Tensors, or None);
+    * ``part(key)``: the geometry of one variable of a dict State (itself for a single variable);
+    * ``randn_like(x, generator)``: standard noise in the tangent space at ``x`` (zero on absent entries);
+    * ``project(x)``: a point onto the constraint set (idempotent);
+    * ``project_tangent(v)``: a tangent vector onto the tangent space (linear, idempotent, never wraps);
+    * ``expand(t, x)``: a per-sample value ``[B]`` (or scalar, or dict of those) broadcast to ``x``;
+    * ``reduce(err, reduction)``: per-element values to per-sample ``[B]``, ``"mean"`` or ``"sum"``
+      over existing entries (a dict State's variables are added);
+    * ``dims(x)``: the number of free dimensions per sample ``[B]``.
+    """
+
+    def bind(self, mask: Any) -> "GeometryProtocol": ...
+
+    def part(self, key: str) -> "GeometryProtocol": ...
+
+    def randn_like(self, x: State, generator: torch.Generator | None = None) -> State: ...
+
+    def project(self, x: State) -> State: ...
+
+    def project_tangent(self, v: State) -> State: ...
+
+    def expand(self, t: Any, x: State) -> State: ...
+
+    def reduce(self, err: State, reduction: Reduction = "mean") -> Tensor: ...
+
+    def dims(self, x: State) -> Tensor: ...
+
+
+def reduce_parts(geometry: GeometryProtocol, err: State, reduction: Reduction = "mean") -> dict[str, Tensor]:
+    """Per-variable per-sample reductions ``{key: [B]}`` (``{"x": [B]}`` for a Tensor state)."""
+    if isinstance(err, Mapping):
+        return {k: geometry.part(k).reduce(v, reduction) for k, v in err.items()}
+    return {"x": geometry.reduce(err, reduction)}
 
 
 class Geometry:
@@ -55,11 +133,7 @@ class Geometry:
             return None
         if isinstance(m, Mapping):
             raise TypeError(f"{type(self).__name__} got a dict of masks; use Product for dict states")
-        if m.shape[0] != x.shape[0] or tuple(m.shape[1:]) != tuple(x.shape[1 : m.ndim]):
-            raise ValueError(
-                f"mask of shape {tuple(m.shape)} does not fit a state of shape {tuple(x.shape)}"
-            )
-        return _append_dims(m.to(x.dtype), x.ndim)
+        return align_mask(m, x)
 
     # -- tensor-level formulas (override these) --------------------------------------
     def _randn(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -71,9 +145,13 @@ class Geometry:
         m = self._mask(x)
         return x if m is None else x * m
 
+    def _project_tangent(self, v: Tensor) -> Tensor:
+        # a linear constraint set: points and vectors are projected alike (override for manifolds)
+        return self._project(v)
+
     def _reduce(self, err: Tensor, reduction: Reduction) -> Tensor:
         m = self._mask(err)
-        flat = (err if m is None else err * m).flatten(1)
+        flat = (err if m is None else (err * m).expand_as(err)).flatten(1)
         total = flat.sum(1)
         if reduction == "sum":
             return total
@@ -89,14 +167,20 @@ class Geometry:
     def randn_like(self, x: State, generator: torch.Generator | None = None) -> State:
         """Standard Gaussian noise of the geometry, shaped like ``x``."""
         if isinstance(x, Mapping):
-            return {k: self._for(k)._randn(v, generator) for k, v in x.items()}
+            return {k: self.part(k).randn_like(v, generator) for k, v in x.items()}
         return self._randn(x, generator)
 
     def project(self, x: State) -> State:
-        """Map ``x`` back onto the constraint set (masking, symmetry, wrapping)."""
+        """Map a point ``x`` onto the constraint set (masking, symmetry, wrapping onto a torus)."""
         if isinstance(x, Mapping):
-            return {k: self._for(k)._project(v) for k, v in x.items()}
+            return {k: self.part(k).project(v) for k, v in x.items()}
         return self._project(x)
+
+    def project_tangent(self, v: State) -> State:
+        """Map a tangent vector (noise, score, gradient, probe) onto the tangent space; never wraps."""
+        if isinstance(v, Mapping):
+            return {k: self.part(k).project_tangent(u) for k, u in v.items()}
+        return self._project_tangent(v)
 
     def expand(self, t: Tensor | float | Mapping[str, Tensor], x: State) -> State:
         """Broadcast a per-sample value ``t`` (``[B]``, scalar, or a dict of those) to ``x``."""
@@ -116,22 +200,21 @@ class Geometry:
         For a dict state the per-variable values are added.
         """
         if isinstance(err, Mapping):
-            return sum(self._for(k)._reduce(v, reduction) for k, v in err.items())
+            return sum(self.part(k).reduce(v, reduction) for k, v in err.items())
         return self._reduce(err, reduction)
 
     def reduce_parts(self, err: State, reduction: Reduction = "mean") -> dict[str, Tensor]:
         """Per-variable per-sample reductions (for logging the parts of a loss)."""
-        if isinstance(err, Mapping):
-            return {k: self._for(k)._reduce(v, reduction) for k, v in err.items()}
-        return {"x": self._reduce(err, reduction)}
+        return reduce_parts(self, err, reduction)
 
     def dims(self, x: State) -> Tensor:
         """Number of free dimensions per sample ``[B]`` (for log-densities and bits/dim)."""
         if isinstance(x, Mapping):
-            return sum(self._for(k)._dims(v) for k, v in x.items())
+            return sum(self.part(k).dims(v) for k, v in x.items())
         return self._dims(x)
 
-    def _for(self, key: str) -> "Geometry":
+    def part(self, key: str) -> "Geometry":
+        """The geometry of variable ``key`` of a dict State (this geometry for every key)."""
         return self
 
     def __repr__(self) -> str:
@@ -201,8 +284,9 @@ class Symmetric(Geometry):
 class Periodic(Geometry):
     """A flat torus ``[0, period)^d`` (fractional coordinates, angles).
 
-    Noise is Gaussian in the tangent space; :meth:`project` wraps back into
-    ``[0, period)``. :meth:`wrap` maps a difference into ``[-period/2, period/2)``.
+    Noise is Gaussian in the tangent space (R^d); :meth:`project` wraps a point back into
+    ``[0, period)``, :meth:`project_tangent` leaves vectors unwrapped (masking only).
+    :meth:`wrap` maps a difference into ``[-period/2, period/2)``.
     """
 
     def __init__(self, period: float = 1.0, mask: Tensor | None = None) -> None:
@@ -211,6 +295,9 @@ class Periodic(Geometry):
 
     def _project(self, x: Tensor) -> Tensor:
         return super()._project(torch.remainder(x, self.period))
+
+    def _project_tangent(self, v: Tensor) -> Tensor:
+        return Geometry._project(self, v)
 
     def wrap(self, d: State) -> State:
         p = self.period
@@ -264,16 +351,16 @@ class Product(Geometry):
         }
         return g
 
-    def _for(self, key: str) -> Geometry:
+    def part(self, key: str) -> Geometry:
         try:
             return self.parts[key]
         except KeyError:
-            raise KeyError(f"Product geometry has no part for state key {key!r}; parts: {list(self.parts)}")
+            raise KeyError(f"Product geometry has no part for state key {key!r}; parts: {list(self.parts)}") from None
 
     def _tensor_error(self, *_: object) -> None:
         raise TypeError("Product geometry works on dict states only")
 
-    _randn = _project = _reduce = _dims = _tensor_error  # type: ignore[assignment]
+    _randn = _project = _project_tangent = _reduce = _dims = _tensor_error  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return "Product(" + ", ".join(f"{k}={p!r}" for k, p in self.parts.items()) + ")"

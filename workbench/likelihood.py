@@ -81,7 +81,8 @@ def log_likelihood(model: Any, x: State, *, process: Process, geometry: Geometry
     if estimator == "hutchinson":
         def draw() -> State:
             z = geometry.randn_like(x, generator=generator)
-            return geometry.project(tree_map(torch.sign, z)) if probe == "rademacher" else z
+            # probes are tangent vectors: masked / symmetrised, never wrapped onto a torus
+            return geometry.project_tangent(tree_map(torch.sign, z)) if probe == "rademacher" else z
         probes = [draw() for _ in range(n_probes)]
     delta = torch.zeros(ref.shape[0], device=ref.device, dtype=ref.dtype)
     nfe = 0

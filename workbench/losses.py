@@ -16,7 +16,7 @@ from typing import Any, Callable, Literal, Union
 import torch
 from torch import Tensor
 
-from .geometry import Geometry
+from .geometry import Geometry, reduce_parts
 from .precond import Denoiser
 from .processes.base import Coefficients
 from .state import State, batch_size, tree_map
@@ -35,18 +35,24 @@ class LossOutput:
     t: Tensor | None = None
 
 
-def _first(v: Any) -> Tensor:
+def _ref_leaf(v: Any) -> Tensor:
     return v if torch.is_tensor(v) else next(iter(v.values()))
 
 
 class DenoisingScoreMatching:
     """Per-sample denoising loss ``w(t) * reduce((D_raw(x_t, t) - target)^2)``.
 
+    For a dict State under a :class:`~workbench.processes.JointProcess`, every weighting is
+    computed per variable from that variable's own coefficients (a VE ``adj`` is weighted by its
+    own sigma^2, not by the first variable's). On a geometry with a non-linear constraint set
+    (a torus) the training x_t is projected exactly as the samplers project their states.
+
     Args:
         weighting: ``"uniform"``; ``"sigma2"`` (multiply by sigma(t)^2, Song's score weighting);
             ``"likelihood"`` (g(t)^2 / sigma(t)^2 on an eps output: the ELBO weighting of Song et
             al. 2021b); ``"min_snr"`` (min(SNR, gamma) / SNR on an eps output, Hang et al. 2023);
-            or a callable ``(coef, t) -> [B]``.
+            or a callable ``(coef, t) -> [B]`` called once per variable with that variable's
+            per-sample coefficients.
         reduction: ``"mean"`` over valid entries or ``"sum"`` (GDSS sums).
         key_weights: optional per-variable factors for dict states.
         min_snr_gamma: gamma of the min-SNR weighting.
@@ -63,33 +69,44 @@ class DenoisingScoreMatching:
         self.space = space
         if isinstance(weighting, str) and weighting not in ("uniform", "sigma2", "likelihood", "min_snr"):
             raise ValueError(f"unknown weighting {weighting!r}")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"loss reduction must be 'mean' or 'sum', got {reduction!r}")
         self.weighting, self.reduction = weighting, reduction
         self.key_weights = dict(key_weights or {})
         self.min_snr_gamma = float(min_snr_gamma)
 
-    def _weight(self, coef: Coefficients, t: Tensor) -> Tensor | None:
+    def weight(self, coef: Coefficients, t: Tensor) -> Tensor | None:
+        """The weighting ``[B]`` of one variable from its per-sample coefficients (None = uniform)."""
         w = self.weighting
         if w == "uniform":
             return None
         if callable(w):
             return w(coef, t)
-        s, a = _first(coef.sigma), _first(coef.alpha)
+        s, a = coef.sigma, coef.alpha
         if w == "sigma2":
             return s**2
         if w == "likelihood":
-            return _first(coef.g2) / s**2
+            return coef.g2 / s**2
         snr = (a / s) ** 2
         return torch.clamp(snr, max=self.min_snr_gamma) / snr
 
     def __call__(self, denoiser: Denoiser, x0: State, *, geometry: Geometry,
-                 generator: torch.Generator | None = None, extras: dict[str, Any] | None = None) -> LossOutput:
-        """Loss for a batch of clean states ``x0`` (any State; masks are in ``geometry``)."""
+                 generator: torch.Generator | None = None, extras: dict[str, Any] | None = None,
+                 t: Tensor | None = None, noise: State | None = None) -> LossOutput:
+        """Loss for a batch of clean states ``x0`` (any State; masks are in ``geometry``).
+
+        ``t`` (``[B]``) and ``noise`` (shaped like ``x0``) may be given to evaluate the loss at
+        fixed draws; by default both are drawn from ``generator``.
+        """
         process = denoiser.process
-        ref = _first(x0)
-        t = process.sample_t(batch_size(x0), device=ref.device, generator=generator).to(ref.dtype)
-        eps = geometry.randn_like(x0, generator=generator)
+        ref = _ref_leaf(x0)
+        if t is None:
+            t = process.sample_t(batch_size(x0), device=ref.device, generator=generator)
+        t = t.to(device=ref.device, dtype=ref.dtype)
+        eps = geometry.randn_like(x0, generator=generator) if noise is None else noise
         x0 = geometry.project(x0)
-        xt = process.marginal(x0, t, eps, geometry)
+        # the samplers keep their states on the constraint set; so does training
+        xt = geometry.project(process.marginal(x0, t, eps, geometry))
         coef = process.at(t, x0, geometry)
         out = denoiser.raw(xt, t, coef, **(extras or {}))
         if self.space == "native":
@@ -98,10 +115,13 @@ class DenoisingScoreMatching:
             pred = denoiser.to_prediction(out, xt, coef)
             out, target = (pred.eps, eps) if self.space == "eps" else (pred.x0, x0)
         sq = tree_map(lambda o, y: (o - y) ** 2, out, target)
-        parts = geometry.reduce_parts(sq, self.reduction)
-        w = self._weight(_flat_coef(coef), t)
-        if w is not None:
-            parts = {k: v * w for k, v in parts.items()}
+        parts = reduce_parts(geometry, sq, self.reduction)
+        flat = _per_sample(coef)
+        for k in parts:
+            ck = flat if torch.is_tensor(flat.alpha) else Coefficients(*(getattr(flat, f)[k] for f in _FIELDS))
+            w = self.weight(ck, t)
+            if w is not None:
+                parts[k] = parts[k] * w
         loss = sum(self.key_weights.get(k, 1.0) * v for k, v in parts.items())
         return LossOutput(loss=loss, parts=parts, t=t)
 
@@ -118,8 +138,9 @@ class FlowMatching(DenoisingScoreMatching):
         return super().__call__(denoiser, x0, **kwargs)
 
 
-def _flat_coef(c: Coefficients) -> Coefficients:
-    """Per-sample ``[B]`` view of broadcast coefficients (first entry along non-batch dims)."""
-    def flat(v: Any) -> Any:
-        return tree_map(lambda u: u.flatten(1)[:, 0], v)
-    return Coefficients(flat(c.alpha), flat(c.sigma), flat(c.d_alpha), flat(c.d_sigma))
+_FIELDS = ("alpha", "sigma", "d_alpha", "d_sigma")
+
+
+def _per_sample(c: Coefficients) -> Coefficients:
+    """Per-sample ``[B]`` view of broadcast coefficients, per variable (first entry along non-batch dims)."""
+    return Coefficients(*(tree_map(lambda u: u.flatten(1)[:, 0], getattr(c, f)) for f in _FIELDS))

@@ -126,6 +126,11 @@ class Denoiser(nn.Module):
                 raise ValueError(f"prediction must be one of {PREDICTIONS}, got {kind!r}")
         if isinstance(prediction, dict) and "edm" in prediction.values():
             raise ValueError("EDM preconditioning applies to the whole state; use prediction='edm'")
+        same = getattr(process, "same_noise_schedule", None)
+        if prediction == "edm" and same is not None and not same():
+            raise ValueError("EDM preconditioning hands the network one noise level, but the variables of this "
+                             "JointProcess have different noise schedules; use a per-variable prediction dict "
+                             "(e.g. {'x': 'eps', 'adj': 'score'})")
         self.net, self.process, self.sigma_data = net, process, float(sigma_data)
         self.prediction = dict(prediction) if isinstance(prediction, dict) else prediction
 
@@ -141,6 +146,7 @@ class Denoiser(nn.Module):
         """The network's raw output at (x_t, t)."""
         if self.prediction == "edm":
             x_in = tree_map(lambda v, a, s: v / a * _edm_scalings(a, s, self.sigma_data)[2], x, coef.alpha, coef.sigma)
+            # one noise level for the whole state (checked shared at construction for joint processes)
             ref = coef.sigma if torch.is_tensor(coef.sigma) else next(iter(coef.sigma.values()))
             ra = coef.alpha if torch.is_tensor(coef.alpha) else next(iter(coef.alpha.values()))
             c_noise = torch.log((ref / ra).flatten(1)[:, 0]) / 4

@@ -66,7 +66,7 @@ class _DictGaussian(nn.Module):
     def forward(self, x, t, geometry, **extras) -> Prediction:
         t = self.process._batch_t(t, x)
         preds = {k: d(x[k].flatten(1), t, Euclidean()) for k, d in self.parts.items()}
-        x0 = {k: p.x0.reshape(x[k].shape) * geometry._for(k)._mask(x[k]) if geometry._for(k).mask is not None
+        x0 = {k: p.x0.reshape(x[k].shape) * geometry.part(k)._mask(x[k]) if geometry.part(k).mask is not None
               else p.x0.reshape(x[k].shape) for k, p in preds.items()}
         eps = {k: p.eps.reshape(x[k].shape) for k, p in preds.items()}
         return Prediction(x0, eps, self.process.at(t, x, geometry))

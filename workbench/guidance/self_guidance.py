@@ -46,7 +46,7 @@ def energy_grad(model: Any, x: State, t: Tensor, geometry: Geometry, energy: Ene
         grads = torch.autograd.grad(e.sum(), leaves)
     grad = grads[0] if torch.is_tensor(x) else dict(zip(x.keys(), grads))
     detached = Prediction(tree_map(lambda v: v.detach(), pred.x0), tree_map(lambda v: v.detach(), pred.eps), pred.coef)
-    return geometry.project(grad), detached
+    return geometry.project_tangent(grad), detached
 
 
 class SelfGuidance(nn.Module):

@@ -116,12 +116,18 @@ class Process:
         return self.t_eps + (self.t_max - self.t_eps) * u
 
     def time_grid(self, steps: int, *, spacing: str = "time", device: torch.device | str = "cpu") -> Tensor:
-        """``steps + 1`` decreasing times from t_max to t_end.
+        """``steps + 1`` decreasing times from t_max to t_end, in float64.
 
         Args:
             spacing: ``"time"`` (uniform in t, Song et al.), ``"logsnr"`` (uniform in
-                lambda = log(alpha / sigma), DPM-Solver's recommendation for few steps) or
-                ``"quadratic"`` (uniform in sqrt(t), denser near the data, DDIM's option).
+                lambda = log(alpha / sigma), DPM-Solver's recommendation for few steps),
+                ``"karras"`` (the noise-to-signal ratio sigma / alpha spaced as EDM's Eq. 5 with
+                rho = 7 between its values at t_max and t_end) or ``"quadratic"`` (uniform in
+                sqrt(t), denser near the data, DDIM's option).
+
+        The grid is float64 (float32 on MPS, which has no float64) so that a grid time is the
+        intended time exactly (a discrete DDPM step, say); samplers pass it on to the denoiser,
+        which casts it to the state's dtype.
         """
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -129,18 +135,31 @@ class Process:
             grid = torch.linspace(self.t_max, self.t_end, steps + 1, dtype=torch.float64)
         elif spacing == "quadratic":
             grid = torch.linspace(self.t_max**0.5, self.t_end**0.5, steps + 1, dtype=torch.float64) ** 2
-        elif spacing == "logsnr":
-            grid = self._logsnr_grid(steps)
+        elif spacing in ("logsnr", "karras"):
+            grid = self._level_grid(steps, spacing)
         else:
-            raise ValueError(f"unknown time-grid spacing {spacing!r}; use 'time', 'logsnr' or 'quadratic'")
-        return grid.float().to(device)
+            raise ValueError(f"unknown time-grid spacing {spacing!r}; use 'time', 'logsnr', 'karras' or 'quadratic'")
+        return self._grid_to(grid, device)
+
+    @staticmethod
+    def _grid_to(grid: Tensor, device: torch.device | str) -> Tensor:
+        """A float64 grid moved to ``device`` (float32 on MPS)."""
+        device = torch.device(device)
+        return grid.to(device=device, dtype=torch.float32 if device.type == "mps" else torch.float64)
 
     def _lam(self, t: Tensor) -> Tensor:
         lam = self.coefficients(t).log_snr
         return next(iter(lam.values())) if isinstance(lam, Mapping) else lam
 
     def _logsnr_grid(self, steps: int) -> Tensor:
-        """Times whose log-SNR is evenly spaced (lambda is decreasing in t; inverted by bisection)."""
+        """Times whose log-SNR is evenly spaced (see :meth:`_level_grid`)."""
+        return self._level_grid(steps, "logsnr")
+
+    def _level_grid(self, steps: int, spacing: str, rho: float = 7.0) -> Tensor:
+        """Times at which the noise level lambda = log(alpha / sigma) follows ``spacing``:
+        ``"logsnr"`` (lambda evenly spaced) or ``"karras"`` (sigma / alpha = exp(-lambda)
+        evenly spaced in its 1/rho-th power, EDM Eq. 5). lambda is decreasing in t; the times
+        are found by bisection in float64."""
         hi_t = torch.tensor([self.t_max], dtype=torch.float64)
         lam_lo = self._lam(hi_t)
         first_inf = not torch.isfinite(lam_lo).item()
@@ -149,7 +168,12 @@ class Process:
             lam_lo = self._lam(hi_t)
         lam_hi = self._lam(torch.tensor([self.t_end], dtype=torch.float64))
         n = steps if first_inf else steps + 1
-        targets = torch.linspace(float(lam_lo), float(lam_hi), n, dtype=torch.float64)
+        u = torch.linspace(0.0, 1.0, n, dtype=torch.float64)
+        if spacing == "logsnr":
+            targets = float(lam_lo) + u * (float(lam_hi) - float(lam_lo))
+        else:
+            r_hi, r_lo = math.exp(-float(lam_lo) / rho), math.exp(-float(lam_hi) / rho)
+            targets = -rho * torch.log(r_hi + u * (r_lo - r_hi))
         lo = torch.full_like(targets, self.t_end)
         hi = torch.full_like(targets, float(hi_t))
         for _ in range(80):
@@ -179,9 +203,9 @@ class Process:
         for k in keys_of(x):
             v = x if k is None else x[k]
             s = std[k] if isinstance(std, Mapping) else std
-            g = geometry if k is None else geometry._for(k)
-            total = total + (-0.5 * g._reduce(v * v, "sum") / s**2
-                             - 0.5 * g._dims(v) * math.log(2 * math.pi * s**2))
+            g = geometry if k is None else geometry.part(k)
+            total = total + (-0.5 * g.reduce(v * v, "sum") / s**2
+                             - 0.5 * g.dims(v) * math.log(2 * math.pi * s**2))
         return total
 
     @staticmethod

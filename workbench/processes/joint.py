@@ -14,9 +14,13 @@ __all__ = ["JointProcess"]
 class JointProcess(Process):
     """Gives each variable of a dict state its own forward process; t is shared.
 
-    Coefficients are dicts keyed like the state. Training times, the sampling grid
-    and the network time come from the first process, and all processes must agree
-    on ``t_eps``, ``t_end`` and ``t_max``.
+    Coefficients are dicts keyed like the state, so losses, samplers and guidance use each
+    variable's own alpha, sigma and their derivatives. What must be shared is checked, not
+    assumed: all processes must agree on ``t_eps``, ``t_end``, ``t_max``, on the training-time
+    distribution and on the time handed to the network (else construction fails naming the
+    keys). A time grid uniform in t or sqrt(t) is shared as well; a grid defined by a variable's
+    noise level (``"logsnr"``, ``"karras"``) is only accepted when every variable has the same
+    log-SNR curve, since one shared t cannot follow two curves.
 
     Example:
         ``JointProcess({"x": VP(0.1, 1.0), "adj": VE(0.2, 1.0)})``
@@ -33,6 +37,22 @@ class JointProcess(Process):
         super().__init__(t_eps=first.t_eps, t_end=first.t_end, t_max=first.t_max)
         self.processes = procs
         self.stochastic = all(p.stochastic for p in procs.values())
+        probe = torch.linspace(first.t_end, first.t_max, 33, dtype=torch.float64)
+        k0 = next(iter(procs))
+        for k, p in procs.items():
+            g0, g1 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+            if not torch.allclose(p.sample_t(64, generator=g0).double(), first.sample_t(64, generator=g1).double()):
+                raise ValueError(f"JointProcess: processes {k0!r} and {k!r} draw training times differently; "
+                                 "a shared t needs one training-time distribution")
+            if not torch.allclose(p.net_time(probe), first.net_time(probe)):
+                raise ValueError(f"JointProcess: processes {k0!r} and {k!r} hand the network different time "
+                                 "values (net_time); a shared t needs one")
+
+    def same_noise_schedule(self) -> bool:
+        """Whether every variable has the same log-SNR curve (then per-level quantities are shared)."""
+        probe = torch.linspace(self.t_end, self.t_max, 65, dtype=torch.float64)[:-1]
+        lams = [p.coefficients(probe).log_snr for p in self.processes.values()]
+        return all(torch.allclose(lam, lams[0], rtol=1e-6, atol=1e-6) for lam in lams[1:])
 
     @property
     def _first(self) -> Process:
@@ -50,6 +70,10 @@ class JointProcess(Process):
         return self._first.sample_t(n, device=device, generator=generator)
 
     def time_grid(self, steps: int, *, spacing: str = "time", device: torch.device | str = "cpu") -> Tensor:
+        if spacing not in ("time", "quadratic") and not self.same_noise_schedule():
+            raise ValueError(
+                f"time-grid spacing {spacing!r} follows one noise schedule, but the variables "
+                f"{list(self.processes)} of this JointProcess have different ones; use spacing='time' or 'quadratic'")
         return self._first.time_grid(steps, spacing=spacing, device=device)
 
     def prior_std(self) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """Helpers shared by the samplers: step iteration with progress bars, norms, checks."""
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Iterator, Optional
 
 import torch
@@ -11,7 +12,8 @@ from ..geometry import Geometry
 from ..processes.base import Process
 from ..state import State
 
-__all__ = ["Callback", "steps", "batch_norm", "require_stochastic", "NFECounter"]
+__all__ = ["Callback", "steps", "batch_norm", "require_stochastic", "NFECounter", "default_spacing",
+           "sampler_grid"]
 
 #: ``callback(i, t, x, prediction)`` is called after every step.
 Callback = Optional[Callable[..., None]]
@@ -29,7 +31,7 @@ def steps(ts: Tensor, progress: bool, desc: str) -> Iterator[tuple[int, Tensor, 
 def batch_norm(x: State, geometry: Geometry) -> Any:
     """Per-variable L2 norm of each sample, averaged over the batch (Song et al. Alg. 4's ||z||)."""
     if isinstance(x, dict):
-        return {k: geometry._for(k)._reduce(v * v, "sum").sqrt().mean() for k, v in x.items()}
+        return {k: geometry.part(k).reduce(v * v, "sum").sqrt().mean() for k, v in x.items()}
     return geometry.reduce(x * x, "sum").sqrt().mean()
 
 
@@ -53,3 +55,35 @@ class NFECounter:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
+
+
+def default_spacing(sampler: Callable[..., Any], **kwargs: Any) -> str | None:
+    """The time-grid spacing ``sampler`` is built for, or None for the process's own default.
+
+    A sampler declares it as the attribute ``default_spacing``: a spacing name, or a function
+    of the sampler's keyword arguments (``sample_ode`` prefers one grid for Heun, another for
+    Euler). It is found through ``functools.partial`` wrappers (Hydra's ``_partial_: true``),
+    whose keywords, overridden by ``kwargs``, are what such a function sees.
+    """
+    fn, kw = sampler, {}
+    while isinstance(fn, functools.partial):
+        kw = {**fn.keywords, **kw}
+        fn = fn.func
+    pref = getattr(fn, "default_spacing", None)
+    return pref(**{**kw, **kwargs}) if callable(pref) else pref
+
+
+def sampler_grid(process: Process, sampler: Callable[..., Any], steps: int, *, spacing: str | None = None,
+                 device: torch.device | str = "cpu", **kwargs: Any) -> Tensor:
+    """The time grid to run ``sampler`` on: ``spacing`` when given; else the sampler's
+    :func:`default_spacing` where the process offers it (a JointProcess whose variables have
+    different noise schedules refuses a noise-level grid); else the process's own default."""
+    if spacing:
+        return process.time_grid(steps, spacing=spacing, device=device)
+    pref = default_spacing(sampler, **kwargs)
+    if pref:
+        try:
+            return process.time_grid(steps, spacing=pref, device=device)
+        except ValueError:
+            pass
+    return process.time_grid(steps, device=device)
