@@ -152,12 +152,14 @@ class DiffusionModule(pl.LightningModule):
 class EMA(pl.Callback):
     """Exponential moving average of the weights (Polyak averaging).
 
-    The average is swapped in for validation and kept in the checkpoint (so a resumed run
-    continues it exactly). ``with ema.average(module):`` swaps it in for sampling.
+    The average is updated once per optimiser step (``trainer.global_step`` advancing), not per
+    batch: with ``accumulate_grad_batches=k`` it moves once every k batches. It is swapped in for
+    validation and kept in the checkpoint (so a resumed run continues it exactly).
+    ``with ema.average(module):`` swaps it in for sampling.
 
     Args:
         decay: EMA decay per optimiser step.
-        warmup: if True, use min(decay, (1 + n) / (10 + n)) early in training.
+        warmup: if True, the n-th update (n = 1, 2, ...) uses min(decay, (1 + n) / (10 + n)).
     """
 
     def __init__(self, decay: float = 0.999, warmup: bool = False) -> None:
@@ -165,7 +167,8 @@ class EMA(pl.Callback):
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay, self.warmup = float(decay), bool(warmup)
         self.shadow: dict[str, Tensor] | None = None
-        self.updates = 0
+        self.updates = 0          # optimiser steps averaged so far
+        self.step: int | None = None   # trainer.global_step at the last update
 
     @property
     def state_key(self) -> str:
@@ -180,10 +183,21 @@ class EMA(pl.Callback):
         else:
             self.shadow = {n: v.to(pl_module.device) for n, v in self.shadow.items()}
 
-    @torch.no_grad()
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # the step the average stands at (global_step is restored by now, not yet in on_fit_start;
+        # Lightning runs checkpoint callbacks last, so a checkpoint holds the average of its step)
+        self.step = trainer.global_step
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self.step is None or trainer.global_step > self.step:  # an optimiser step was taken
+            # (global_step counts optimiser steps: under gradient accumulation not every batch)
+            self._update(pl_module, trainer.global_step)
+
+    @torch.no_grad()
+    def _update(self, pl_module: pl.LightningModule, step: int) -> None:
         assert self.shadow is not None
         self.updates += 1
+        self.step = step
         d = min(self.decay, (1 + self.updates) / (10 + self.updates)) if self.warmup else self.decay
         for n, p in self._params(pl_module).items():
             self.shadow[n].lerp_(p.detach(), 1.0 - d)
