@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from workbench.geometry import Masked
+from workbench.geometry import Euclidean, Masked
 from workbench.losses import DenoisingScoreMatching, FlowMatching
 from workbench.precond import Denoiser
 from workbench.processes import VP, LinearInterpolant
@@ -49,6 +49,72 @@ def test_weightings() -> None:
     assert torch.allclose(lik.loss, base.loss * VP().beta(base.t) / sig**2, rtol=1e-4)
     with pytest.raises(ValueError):
         DenoisingScoreMatching(weighting="bogus")  # type: ignore[arg-type]
+
+
+class _Known(nn.Module):
+    """A network whose output is known: 0.5 x + 0.1 per variable (no parameters, ignores t)."""
+
+    def forward(self, x, t, **kw):
+        return {k: 0.5 * v + 0.1 for k, v in x.items()} if isinstance(x, dict) else 0.5 * x + 0.1
+
+
+def _vp_by_hand(t: torch.Tensor, beta_min: float = 0.1, beta_max: float = 20.0):
+    """alpha, sigma and g^2 = beta(t) of the VP SDE, written out (Song et al. 2021, Eq. 33)."""
+    alpha = torch.exp(-0.25 * t**2 * (beta_max - beta_min) - 0.5 * t * beta_min)
+    return alpha, torch.sqrt(1 - alpha**2), beta_min + t * (beta_max - beta_min)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("weighting", ["uniform", "sigma2", "likelihood", "min_snr"])
+@pytest.mark.parametrize("prediction", ["eps", "x0"])
+def test_dsm_equals_the_hand_computed_loss(weighting: str, reduction: str, prediction: str) -> None:
+    """At fixed t and noise, with a network of known output and a padding mask, the loss is
+    w(t) * (mean or sum over the valid entries of (net(x_t) - target)^2), x_t = alpha x0 + sigma eps
+    on the valid entries, target = eps or x0; w = 1, sigma^2, beta / sigma^2, min(SNR, 5) / SNR."""
+    B, N, F = 4, 3, 2
+    g = torch.Generator().manual_seed(7)
+    x0 = torch.randn(B, N, F, generator=g, dtype=torch.float64)
+    eps = torch.randn(B, N, F, generator=g, dtype=torch.float64)
+    t = torch.tensor([0.05, 0.3, 0.6, 0.95], dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0], [0, 1, 1]], dtype=torch.float64)
+    out = DenoisingScoreMatching(weighting=weighting, reduction=reduction)(
+        Denoiser(_Known(), VP(), prediction=prediction), x0, geometry=Masked().bind(mask), t=t, noise=eps)
+
+    a, s, beta = (v[:, None, None] for v in _vp_by_hand(t))
+    m = mask[..., None]
+    xt = (a * x0 + s * eps) * m
+    target = eps if prediction == "eps" else x0
+    err = ((0.5 * xt + 0.1 - target) ** 2 * m).sum((1, 2))
+    if reduction == "mean":
+        err = err / (mask.sum(1) * F)
+    a, s, beta = a.flatten(), s.flatten(), beta.flatten()
+    snr = a**2 / s**2
+    w = {"uniform": torch.ones(B, dtype=torch.float64), "sigma2": s**2, "likelihood": beta / s**2,
+         "min_snr": snr.clamp(max=5.0) / snr}[weighting]
+    assert out.loss.shape == (B,) and torch.equal(out.t, t)
+    torch.testing.assert_close(out.loss, w * err, rtol=1e-10, atol=1e-12)
+    # the samples differ in weight (min-SNR: on both sides of its clamp) and in valid entries
+    if weighting == "min_snr":
+        assert (w < 1).any() and (w == 1).any()
+    elif weighting != "uniform":
+        assert len(set(w.tolist())) == B
+
+
+def test_dsm_dict_state_parts_and_key_weights() -> None:
+    """A dict state: one part per variable (each the mean of its own squared error) and the
+    loss their key-weighted sum."""
+    g = torch.Generator().manual_seed(3)
+    x0 = {"a": torch.randn(5, 2, generator=g, dtype=torch.float64),
+          "b": torch.randn(5, 3, generator=g, dtype=torch.float64)}
+    eps = {k: torch.randn(v.shape, generator=g, dtype=torch.float64) for k, v in x0.items()}
+    t = torch.linspace(0.1, 0.9, 5, dtype=torch.float64)
+    out = DenoisingScoreMatching(key_weights={"b": 3.0})(Denoiser(_Known(), VP()), x0, geometry=Euclidean(),
+                                                          t=t, noise=eps)
+    a, s, _ = (v[:, None] for v in _vp_by_hand(t))
+    parts = {k: ((0.5 * (a * x0[k] + s * eps[k]) + 0.1 - eps[k]) ** 2).mean(1) for k in x0}
+    torch.testing.assert_close(out.parts["a"], parts["a"])
+    torch.testing.assert_close(out.parts["b"], parts["b"])
+    torch.testing.assert_close(out.loss, parts["a"] + 3.0 * parts["b"])
 
 
 def test_exact_denoiser_beats_perturbed(gaussian2d) -> None:
