@@ -40,6 +40,11 @@ class Prediction:
     eps: State
     coef: Coefficients
 
+    @classmethod
+    def from_eps(cls, x: State, eps: State, coef: Coefficients) -> "Prediction":
+        """The prediction whose noise is ``eps`` at x_t: x0 = (x_t - sigma eps) / alpha."""
+        return cls(tree_map(lambda v, e, a, s: (v - s * e) / a, x, eps, coef.alpha, coef.sigma), eps, coef)
+
     @property
     def score(self) -> State:
         return tree_map(lambda e, s: -e / s, self.eps, self.coef.sigma)

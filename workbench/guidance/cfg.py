@@ -8,11 +8,12 @@ from torch import Tensor, nn
 from ..geometry import Geometry
 from ..precond import Prediction
 from ..state import State, tree_map
+from .base import DenoiserWrapper
 
 __all__ = ["ClassifierFreeGuidance"]
 
 
-class ClassifierFreeGuidance(nn.Module):
+class ClassifierFreeGuidance(DenoiserWrapper):
     """eps = (1 + w) eps(x, t, cond) - w eps(x, t, None) (Ho & Salimans 2022, Eq. 6).
 
     ``w = 0`` is the conditional model; x0 is recomputed from the guided eps.
@@ -20,14 +21,8 @@ class ClassifierFreeGuidance(nn.Module):
     """
 
     def __init__(self, denoiser: nn.Module, scale: float) -> None:
-        super().__init__()
-        self.denoiser, self.scale = denoiser, float(scale)
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.denoiser, name)
+        super().__init__(denoiser)
+        self.scale = float(scale)
 
     def forward(self, x: State, t: Tensor, geometry: Geometry, cond: Any = None, **extras: Any) -> Prediction:
         pc = self.denoiser(x, t, geometry, cond=cond, **extras)
@@ -36,5 +31,4 @@ class ClassifierFreeGuidance(nn.Module):
         pu = self.denoiser(x, t, geometry, cond=None, **extras)
         w = self.scale
         eps = tree_map(lambda ec, eu: (1 + w) * ec - w * eu, pc.eps, pu.eps)
-        x0 = tree_map(lambda v, e, a, s: (v - s * e) / a, x, eps, pc.coef.alpha, pc.coef.sigma)
-        return Prediction(x0, eps, pc.coef)
+        return Prediction.from_eps(x, eps, pc.coef)

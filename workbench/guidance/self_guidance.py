@@ -22,9 +22,10 @@ from torch import Tensor, nn
 
 from ..geometry import Geometry
 from ..precond import Prediction
-from ..processes.base import Process
+from ..processes.base import Process, posterior_variance
 from ..state import State, tree_map
 from ..samplers.common import Callback, steps
+from .base import DenoiserWrapper, maybe_detach, needs_graph
 
 __all__ = ["Energy", "energy_grad", "SelfGuidance", "sample_self_guided_ddpm"]
 
@@ -34,40 +35,43 @@ Energy = Callable[[State], Tensor]
 
 def energy_grad(model: Any, x: State, t: Tensor, geometry: Geometry, energy: Energy,
                 extra_args: dict | None = None) -> tuple[State, Prediction]:
-    """``grad_x E(x0_hat(x, t))`` through the denoiser, and the (detached) prediction."""
+    """``grad_x E(x0_hat(x, t))`` through the denoiser (a tangent vector), and the prediction.
+
+    The prediction is detached unless ``x`` is already part of an outer gradient computation
+    (a wrapper stacked outside), in which case the graph is kept for it.
+    """
     extra_args = extra_args or {}
+    outer = needs_graph(x)
     with torch.enable_grad():
-        xg = tree_map(lambda v: v.detach().requires_grad_(True), x)
+        xg = x if outer else tree_map(lambda v: v.detach().requires_grad_(True), x)
         pred = model(xg, t, geometry, **extra_args)
         e = energy(pred.x0)
         if e.ndim != 1:
             raise ValueError(f"the energy must be per sample [B], got shape {tuple(e.shape)}")
         leaves = [xg] if torch.is_tensor(xg) else list(xg.values())
-        grads = torch.autograd.grad(e.sum(), leaves)
+        grads = torch.autograd.grad(e.sum(), leaves, create_graph=outer)
     grad = grads[0] if torch.is_tensor(x) else dict(zip(x.keys(), grads))
-    detached = Prediction(tree_map(lambda v: v.detach(), pred.x0), tree_map(lambda v: v.detach(), pred.eps), pred.coef)
-    return geometry.project_tangent(grad), detached
+    kept = Prediction(maybe_detach(pred.x0, outer), maybe_detach(pred.eps, outer), pred.coef)
+    return geometry.project_tangent(grad), kept
 
 
-class SelfGuidance(nn.Module):
+class SelfGuidance(DenoiserWrapper):
     """Denoiser wrapper: eps' = eps + scale * sigma_t * grad_x E(x0_hat) (TSDiff, DDIM form).
 
     Args:
-        denoiser: the unconditional denoiser.
+        denoiser: the unconditional denoiser (or another wrapper).
         energy: ``E(x0_hat) -> [B]``.
         scale: guidance scale s.
     """
 
     def __init__(self, denoiser: nn.Module, energy: Energy, scale: float = 1.0) -> None:
-        super().__init__()
-        self.denoiser, self.energy, self.scale = denoiser, energy, float(scale)
+        super().__init__(denoiser)
+        self.energy, self.scale = energy, float(scale)
 
     def forward(self, x: State, t: Tensor, geometry: Geometry, **extras: Any) -> Prediction:
         grad, p = energy_grad(self.denoiser, x, t, geometry, self.energy, extras)
-        c = p.coef
-        eps = tree_map(lambda e, g, s: e + s * self.scale * g, p.eps, grad, c.sigma)
-        x0 = tree_map(lambda v, e, a, s: (v - s * e) / a, x, eps, c.alpha, c.sigma)
-        return Prediction(x0, eps, c)
+        eps = tree_map(lambda e, g, s: e + s * self.scale * g, p.eps, grad, p.coef.sigma)
+        return Prediction.from_eps(x, eps, p.coef)
 
 
 @torch.no_grad()
@@ -85,8 +89,7 @@ def sample_self_guided_ddpm(model: Any, x: State, ts: Tensor, *, process: Proces
     for i, t, s in steps(ts, progress, f"self-guided DDPM (scale={scale:g})"):
         pred = model(x, t, geometry, **extra_args)
         ct, cs = pred.coef, process.at(s, x, geometry)
-        var = tree_map(lambda a_t, s_t, a_s, s_s: (s_s / s_t) ** 2 * (s_t**2 - (a_t / a_s) ** 2 * s_s**2).clamp_min(0),
-                       ct.alpha, ct.sigma, cs.alpha, cs.sigma)
+        var = posterior_variance(ct, cs)
         z = geometry.randn_like(x, generator=generator)
         x = tree_map(lambda x0, e, a_s, s_s, v, n: a_s * x0 + (s_s**2 - v).clamp_min(0).sqrt() * e + v.sqrt() * n,
                      pred.x0, pred.eps, cs.alpha, cs.sigma, var, z)

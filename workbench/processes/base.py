@@ -24,7 +24,7 @@ from torch import Tensor
 from ..geometry import Geometry
 from ..state import State, keys_of, tree_map
 
-__all__ = ["Coefficients", "Process"]
+__all__ = ["Coefficients", "Process", "transition_variance", "posterior_variance"]
 
 
 @dataclass
@@ -57,6 +57,19 @@ class Coefficients:
     def log_snr(self) -> Any:
         """lambda(t) = log(alpha / sigma) (half log-SNR, DPM-Solver's time variable)."""
         return tree_map(lambda a, s: torch.log(a) - torch.log(s), self.alpha, self.sigma)
+
+
+def transition_variance(ct: Coefficients, cs: Coefficients) -> Any:
+    """sigma_{t|s}^2 = sigma_t^2 - (alpha_t / alpha_s)^2 sigma_s^2: the variance of x_t given x_s
+    (s < t) under the forward process (per variable for joint processes; clamped at 0)."""
+    return tree_map(lambda a_t, s_t, a_s, s_s: (s_t**2 - (a_t / a_s) ** 2 * s_s**2).clamp_min(0),
+                    ct.alpha, ct.sigma, cs.alpha, cs.sigma)
+
+
+def posterior_variance(ct: Coefficients, cs: Coefficients) -> Any:
+    """Variance of q(x_s | x_t, x0) = (sigma_s / sigma_t)^2 sigma_{t|s}^2: the DDPM posterior
+    (Ho et al. 2020, Eq. 7), generalised to any affine Gaussian process."""
+    return tree_map(lambda v, s_t, s_s: (s_s / s_t) ** 2 * v, transition_variance(ct, cs), ct.sigma, cs.sigma)
 
 
 class Process:

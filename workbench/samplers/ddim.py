@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..geometry import Geometry
-from ..processes.base import Process
+from ..processes.base import Process, posterior_variance
 from ..state import State, tree_map
 from .common import Callback, steps
 
@@ -28,9 +28,7 @@ def sample_ddim(model: Any, x: State, ts: Tensor, *, process: Process, geometry:
     for i, t, s in steps(ts, progress, f"DDIM (eta={eta:g})"):
         pred = model(x, t, geometry, **extra_args)
         ct, cs = pred.coef, process.at(s, x, geometry)
-        c = tree_map(
-            lambda a_t, s_t, a_s, s_s: eta * (s_s / s_t) * (s_t**2 - (a_t / a_s) ** 2 * s_s**2).clamp_min(0).sqrt(),
-            ct.alpha, ct.sigma, cs.alpha, cs.sigma)
+        c = tree_map(lambda v: eta * v.sqrt(), posterior_variance(ct, cs))
         x_next = tree_map(lambda x0, e, a_s, s_s, cc: a_s * x0 + (s_s**2 - cc**2).clamp_min(0).sqrt() * e,
                           pred.x0, pred.eps, cs.alpha, cs.sigma, c)
         if eta > 0:

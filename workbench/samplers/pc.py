@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..geometry import Geometry
-from ..processes.base import Coefficients, Process
+from ..processes.base import Coefficients, Process, transition_variance
 from ..state import State, tree_map
 from .common import Callback, batch_norm, require_stochastic, steps
 
@@ -54,8 +54,7 @@ def reverse_step(kind: Predictor, x: State, score: State, ct: Coefficients, cs: 
     if kind == "euler_maruyama":
         mean = tree_map(lambda v, sc, f, g2: v + (f * v - g2 * sc) * dt, x, score, ct.f, ct.g2)
         return tree_map(lambda m, g2, n: m + torch.sqrt(g2 * -dt) * n, mean, ct.g2, z), mean
-    var = tree_map(lambda a_t, s_t, a_s, s_s: (s_t**2 - (a_t / a_s) ** 2 * s_s**2).clamp_min(0),
-                   ct.alpha, ct.sigma, cs.alpha, cs.sigma)
+    var = transition_variance(ct, cs)
     if kind == "reverse_diffusion":
         mean = tree_map(lambda v, sc, a_t, a_s, q: v + (1 - a_t / a_s) * v + q * sc, x, score, ct.alpha, cs.alpha, var)
     elif kind == "ancestral":
@@ -77,8 +76,9 @@ def sample_pc(model: Any, x: State, ts: Tensor, *, process: Process, geometry: G
         predictor: see :func:`reverse_step`.
         corrector: ``"langevin"`` (Alg. 4, ``n_corrector`` steps at signal-to-noise ``snr``) or ``"none"``.
         corrector_first: correct at t before predicting (GDSS's order) instead of after (Song's).
-        denoise: end with the Tweedie estimate at t_end; with ``False`` the last predictor mean is
-            returned (GDSS's noise removal).
+        denoise: end with the Tweedie estimate at t_end from the last predictor mean; with
+            ``False`` that mean itself is returned (score_sde's and GDSS's noise removal: the
+            predictor's mean, without its noise and without any later corrector step).
     NFE = n (1 + n_corrector) (+1 if denoise).
     """
     require_stochastic(process, "sample_pc")
@@ -106,7 +106,7 @@ def sample_pc(model: Any, x: State, ts: Tensor, *, process: Process, geometry: G
         x, x_mean = reverse_step(predictor, x, pred.score, pred.coef, cs, s - t, z)
         x, x_mean = geometry.project(x), geometry.project(x_mean)
         if not corrector_first:
-            x = x_mean = correct(x, s, alpha)
+            x = correct(x, s, alpha)  # x_mean stays the predictor's mean
         if callback is not None:
             callback(i=i, t=t, x=x, prediction=pred)
     return model(x_mean, ts[-1], geometry, **extra_args).x0 if denoise else x_mean

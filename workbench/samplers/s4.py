@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..geometry import Geometry
-from ..processes.base import Process
+from ..processes.base import Process, transition_variance
 from ..state import State, tree_map
 from .common import Callback, require_stochastic, steps
 from .pc import _alpha_ratio_sq, langevin_step
@@ -48,8 +48,7 @@ def sample_s4(model: Any, x: State, ts: Tensor, *, process: Process, geometry: G
 
         def half(v: State, c0: Any, c1: Any) -> tuple[State, State]:
             mean = tree_map(lambda u, a0, a1: (a1 / a0) * u, v, c0.alpha, c1.alpha)
-            std = tree_map(lambda a0, s0, a1, s1: (s0**2 - (a0 / a1) ** 2 * s1**2).clamp_min(0).sqrt(),
-                           c0.alpha, c0.sigma, c1.alpha, c1.sigma)
+            std = tree_map(torch.sqrt, transition_variance(c0, c1))
             z = geometry.randn_like(v, generator=generator)
             return tree_map(lambda mu, sd, n: mu + sd * n, mean, std, z), mean
 
