@@ -68,9 +68,55 @@ def test_cfg_combines_eps() -> None:
         assert torch.allclose(out.x0 * out.coef.alpha + out.coef.sigma * out.eps, x, atol=1e-5)
     unc = ClassifierFreeGuidance(d, 2.0)(x, 0.5, Euclidean())
     assert torch.allclose(unc.eps, x)
-    s = sample_ode(ClassifierFreeGuidance(d, 1.0), torch.randn(5, 2), p.time_grid(4), process=p,
-                   geometry=Euclidean(), extra_args={"cond": c})
-    assert s.shape == (5, 2) and torch.isfinite(s).all()
+
+
+class _ClassGaussian(nn.Module):
+    """Exact denoiser of x0 ~ N(means[c], s0^2 I) given class ``cond = c``, and of
+    N(uncond, s0^2 I) when ``cond`` is None (or no ``uncond`` is given: then class 0)."""
+
+    def __init__(self, process, means: torch.Tensor, s0: float, uncond: torch.Tensor | None = None) -> None:
+        super().__init__()
+        cov = s0**2 * torch.eye(means.shape[1], dtype=torch.float64)
+        self.classes = nn.ModuleList(GaussianDenoiser(process, m, cov) for m in means)
+        self.uncond = None if uncond is None else GaussianDenoiser(process, uncond, cov)
+
+    def forward(self, x, t, geometry, cond=None, **kw):
+        from workbench.precond import Prediction
+
+        if cond is None and self.uncond is not None:
+            return self.uncond(x, t, geometry)
+        preds = [g(x, t, geometry) for g in self.classes]
+        rows = torch.arange(x.shape[0])
+        c = torch.zeros_like(rows) if cond is None else cond.long()
+        return Prediction(torch.stack([q.x0 for q in preds])[c, rows], torch.stack([q.eps for q in preds])[c, rows],
+                          preds[0].coef)
+
+
+def test_cfg_sampling_gives_the_guided_gaussian() -> None:
+    """For Gaussian classes N(m_c, s0^2 I) and an unconditional N(m_u, s0^2 I) sharing the
+    covariance, eps_c - eps_u = -sigma alpha (m_c - m_u) / (alpha^2 s0^2 + sigma^2), so the CFG eps
+    (1 + w) eps_c - w eps_u is exactly the eps of N((1 + w) m_c - w m_u, s0^2 I): guided sampling
+    must equal sampling that Gaussian from the same noise, and its samples have that mean and
+    spread (m_c for w = 0; far from both m_c and m_u for w = 2)."""
+    p, s0 = VP(), 0.5
+    means = torch.tensor([[2.0, 0.0], [-1.0, 1.5]], dtype=torch.float64)
+    m_u = torch.tensor([0.5, 0.75], dtype=torch.float64)
+    model = _ClassGaussian(p, means, s0, uncond=m_u)
+    n = 2000
+    cond = torch.arange(n) % 2
+    x1 = p.prior_sample(torch.zeros(n, 2, dtype=torch.float64), Euclidean(), generator=torch.Generator().manual_seed(4))
+    ts = p.time_grid(40).double()
+    for w in (0.0, 2.0):
+        guided = sample_ode(ClassifierFreeGuidance(model, w), x1.clone(), ts, process=p, geometry=Euclidean(),
+                            extra_args={"cond": cond})
+        m_w = (1 + w) * means - w * m_u
+        reference = sample_ode(_ClassGaussian(p, m_w, s0), x1.clone(), ts, process=p, geometry=Euclidean(),
+                               extra_args={"cond": cond})
+        torch.testing.assert_close(guided, reference, rtol=1e-6, atol=1e-6)
+        for c in (0, 1):
+            got = guided[cond == c]
+            assert torch.allclose(got.mean(0), m_w[c], atol=0.08), (w, c, got.mean(0), m_w[c])
+            assert torch.allclose(got.std(0), torch.full((2,), s0, dtype=torch.float64), rtol=0.1), (w, c)
 
 
 def test_self_guided_ddpm_without_guidance_is_ddpm_and_energy_gradient_is_exact(gaussian2d) -> None:
