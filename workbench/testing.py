@@ -83,6 +83,10 @@ def check_adapter(adapter: Any, *, samplers: dict[str, Callable] | None = None, 
     assert keys_of(z) == keys_of(x), "randn_like changed the state structure"
     p = geometry.project(x)
     pp = geometry.project(p)
+    tz = geometry.project_tangent(z)
+    for k in keys_of(x):
+        a, c = (tz, geometry.project_tangent(tz)) if k is None else (tz[k], geometry.project_tangent(tz)[k])
+        assert torch.allclose(a, c, atol=1e-5), f"project_tangent is not idempotent on {k or 'x'}"
     for k in keys_of(x):
         a, c = (p, pp) if k is None else (p[k], pp[k])
         assert torch.allclose(a, c, atol=1e-5), f"project is not idempotent on {k or 'x'}"
@@ -94,8 +98,8 @@ def check_adapter(adapter: Any, *, samplers: dict[str, Callable] | None = None, 
     if b.get("mask") is not None:
         zero = tree_map(lambda v: torch.zeros_like(v), x)
         ones = tree_map(lambda v: torch.ones_like(v), x)
-        masked = geometry.project(ones)
-        zp = geometry.project(z)
+        masked = geometry.project_tangent(ones)
+        zp = geometry.project_tangent(z)
         for k in keys_of(x):
             m = masked if k is None else masked[k]
             zz = z if k is None else z[k]

@@ -24,7 +24,7 @@ from ..geometry import Geometry
 from ..precond import Prediction
 from ..processes.base import Process, posterior_variance
 from ..state import State, tree_map
-from ..samplers.common import Callback, steps
+from ..samplers.common import Callback, steps, finish
 from .base import DenoiserWrapper, maybe_detach, needs_graph
 
 __all__ = ["Energy", "energy_grad", "SelfGuidance", "sample_self_guided_ddpm"]
@@ -99,4 +99,4 @@ def sample_self_guided_ddpm(model: Any, x: State, ts: Tensor, *, process: Proces
         x = geometry.project(x)
         if callback is not None:
             callback(i=i, t=t, x=x, prediction=pred)
-    return model(x, ts[-1], geometry, **extra_args).x0 if denoise else x
+    return finish(model, x, ts[-1], geometry, extra_args, denoise)

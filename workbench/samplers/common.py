@@ -12,7 +12,7 @@ from ..geometry import Geometry
 from ..processes.base import Process
 from ..state import State
 
-__all__ = ["Callback", "steps", "batch_norm", "require_stochastic", "NFECounter", "default_spacing",
+__all__ = ["Callback", "steps", "finish", "batch_norm", "require_stochastic", "NFECounter", "default_spacing",
            "sampler_grid"]
 
 #: ``callback(i, t, x, prediction)`` is called after every step.
@@ -33,6 +33,12 @@ def batch_norm(x: State, geometry: Geometry) -> Any:
     if isinstance(x, dict):
         return {k: geometry.part(k).reduce(v * v, "sum").sqrt().mean() for k, v in x.items()}
     return geometry.reduce(x * x, "sum").sqrt().mean()
+
+
+def finish(model: Any, x: State, t: Tensor, geometry: Geometry, extra_args: dict, denoise: bool) -> State:
+    """A sampler's result: with ``denoise`` the Tweedie estimate E[x0 | x_t] at the last grid time
+    (one more evaluation), projected onto the constraint set like every state; else ``x``."""
+    return geometry.project(model(x, t, geometry, **extra_args).x0) if denoise else x
 
 
 def require_stochastic(process: Process, name: str) -> None:

@@ -9,7 +9,7 @@ from torch import Tensor
 from ..geometry import Geometry
 from ..processes.base import Process, posterior_variance
 from ..state import State, tree_map
-from .common import Callback, steps
+from .common import Callback, steps, finish
 
 __all__ = ["sample_ddim"]
 
@@ -37,4 +37,4 @@ def sample_ddim(model: Any, x: State, ts: Tensor, *, process: Process, geometry:
         x = geometry.project(x_next)
         if callback is not None:
             callback(i=i, t=t, x=x, prediction=pred)
-    return model(x, ts[-1], geometry, **extra_args).x0 if denoise else x
+    return finish(model, x, ts[-1], geometry, extra_args, denoise)

@@ -9,7 +9,7 @@ from torch import Tensor
 from ..geometry import Geometry
 from ..processes.base import Process
 from ..state import State, tree_map
-from .common import Callback, require_stochastic, steps
+from .common import Callback, require_stochastic, steps, finish
 
 __all__ = ["sample_euler_maruyama"]
 
@@ -39,4 +39,4 @@ def sample_euler_maruyama(model: Any, x: State, ts: Tensor, *, process: Process,
         if callback is not None:
             callback(i=i, t=t, x=x, prediction=pred)
     x = geometry.project(x_mean)
-    return model(x, ts[-1], geometry, **extra_args).x0 if denoise else x
+    return finish(model, x, ts[-1], geometry, extra_args, denoise)

@@ -9,7 +9,7 @@ from torch import Tensor
 from ..geometry import Geometry
 from ..processes.base import Coefficients, Process, transition_variance
 from ..state import State, tree_map
-from .common import Callback, batch_norm, require_stochastic, steps
+from .common import Callback, batch_norm, require_stochastic, steps, finish
 
 __all__ = ["sample_pc", "langevin_step", "reverse_step"]
 
@@ -109,4 +109,4 @@ def sample_pc(model: Any, x: State, ts: Tensor, *, process: Process, geometry: G
             x = correct(x, s, alpha)  # x_mean stays the predictor's mean
         if callback is not None:
             callback(i=i, t=t, x=x, prediction=pred)
-    return model(x_mean, ts[-1], geometry, **extra_args).x0 if denoise else x_mean
+    return finish(model, x_mean, ts[-1], geometry, extra_args, denoise)

@@ -9,7 +9,7 @@ from torch import Tensor
 from ..geometry import Geometry
 from ..processes.base import Process, transition_variance
 from ..state import State, tree_map
-from .common import Callback, require_stochastic, steps
+from .common import Callback, require_stochastic, steps, finish
 from .pc import _alpha_ratio_sq, langevin_step
 
 __all__ = ["sample_s4"]
@@ -58,4 +58,4 @@ def sample_s4(model: Any, x: State, ts: Tensor, *, process: Process, geometry: G
         x, x_mean = geometry.project(x), geometry.project(x_mean)
         if callback is not None:
             callback(i=i, t=t, x=x, prediction=pred)
-    return model(x_mean, ts[-1], geometry, **extra_args).x0 if denoise else x_mean
+    return finish(model, x_mean, ts[-1], geometry, extra_args, denoise)
