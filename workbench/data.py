@@ -97,14 +97,20 @@ def save_tensors(path: str | os.PathLike, tensors: State | dict[str, Any]) -> No
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
-    """Save a matplotlib figure atomically (temporary file, then rename) and close it."""
-    import matplotlib.pyplot as plt
+    """Save a matplotlib figure atomically (temporary file, then rename) and close it.
+
+    A bare ``matplotlib.figure.Figure`` needs no backend (the domains' plots use one, so that
+    plotting never selects or switches the backend of a notebook); a pyplot figure is closed.
+    """
+    import sys
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
+    plt = sys.modules.get("matplotlib.pyplot")   # not imported here: a Figure is not pyplot's
+    if plt is not None:
+        plt.close(fig)
     os.replace(tmp, path)
     return path
 

@@ -64,11 +64,19 @@ def check_adapter(adapter: Any, *, samplers: dict[str, Callable] | None = None, 
     every trainable parameter group; every sampler runs a few steps and returns a finite
     state of the right structure; the metrics return a dict of floats.
     Raises AssertionError with a message naming the failing point. Returns a summary.
+
+    The checks draw from torch's global generator seeded with 0 inside ``torch.random.fork_rng``,
+    so they are reproducible and the caller's RNG state is the same afterwards.
     """
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return _check_adapter(adapter, samplers=samplers, steps=steps, batch=batch)
+
+
+def _check_adapter(adapter: Any, *, samplers: dict[str, Callable] | None, steps: int, batch: int) -> dict[str, Any]:
     from .lit import DiffusionModule  # local: lit imports lightning
     from .samplers import sample_ddim, sample_dpm_solver, sample_euler_maruyama, sample_ode, sample_pc, sample_s4
 
-    torch.manual_seed(0)
     dm = adapter.datamodule
     dm.prepare_data()
     dm.setup("fit")

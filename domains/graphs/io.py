@@ -8,6 +8,7 @@ C N O F; ZINC250k: C N O F P S Cl Br I) and a single adjacency channel with bond
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import io
 import json
@@ -136,13 +137,27 @@ def read_smiles_csv(path: str | os.PathLike, column: str = "smiles", limit: int 
 
 def _rdkit():
     try:
-        from rdkit import Chem, RDLogger
+        from rdkit import Chem
     except ImportError as e:  # pragma: no cover - extra not installed
         raise ImportError("molecules need RDKit: pip install 'workbench[graphs]'") from e
-    RDLogger.DisableLog("rdApp.*")
     return Chem
 
 
+def _quiet(fn):
+    """Run ``fn`` with RDKit's log blocked (invalid SMILES and valence errors are expected there
+    and reported by return values or exceptions); the caller's log settings are restored after."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        _rdkit()
+        from rdkit import rdBase
+
+        with rdBase.BlockLogs():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_quiet
 def canonical_smiles(smiles: str) -> str | None:
     """RDKit canonical SMILES without stereochemistry, or None if it does not parse."""
     Chem = _rdkit()
@@ -150,6 +165,7 @@ def canonical_smiles(smiles: str) -> str | None:
     return None if mol is None else Chem.MolToSmiles(mol, isomericSmiles=False)
 
 
+@_quiet
 def encode_molecule(smiles: str, atoms: Sequence[str], max_atoms: int) -> tuple[np.ndarray, np.ndarray]:
     """Kekulized encoding: (atom indices [max_atoms] with -1 padding, bond orders [max_atoms, max_atoms]).
 
@@ -212,6 +228,7 @@ def _valence_error_atom(mol) -> tuple[int, int] | None:
         return idx, val
 
 
+@_quiet
 def decode_molecule(types: np.ndarray, adj: np.ndarray, atoms: Sequence[str]) -> Decoded:
     """Build a molecule from atom types (-1 = no atom) and bond orders, with GDSS's rules.
 
@@ -258,6 +275,7 @@ def _sanitizes(mol) -> bool:
         return False
 
 
+@_quiet
 def correct_valency(mol, max_iter: int = 100):
     """GDSS's valency correction: while an atom's valence is too high, lower its highest-order
     bond by one (removing it at zero). Returns a sanitizable molecule or None."""
@@ -281,6 +299,7 @@ def correct_valency(mol, max_iter: int = 100):
     return mol if _sanitizes(mol) else None
 
 
+@_quiet
 def largest_fragment(mol):
     """The largest fragment, chosen as GDSS does: by the length of its SMILES string."""
     Chem = _rdkit()

@@ -19,12 +19,10 @@ def _save(fig, path: str | os.PathLike) -> Path:
 def plot_graphs(generated: Sequence[nx.Graph], reference: Sequence[nx.Graph], path: str | os.PathLike,
                 n: int = 8) -> Path:
     """Two rows: ``n`` reference graphs (top) and ``n`` generated graphs (bottom)."""
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: no backend is selected or switched
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, n, figsize=(2 * n, 4.2))
+    fig = Figure(figsize=(2 * n, 4.2))
+    axes = fig.subplots(2, n, squeeze=False)
     for row, (graphs, title) in enumerate(((reference, "test"), (generated, "generated"))):
         for j in range(n):
             ax = axes[row, j]
@@ -46,12 +44,9 @@ def plot_molecules(mols: Sequence, path: str | os.PathLike, per_row: int = 4) ->
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not mols:
-        import matplotlib
+        from matplotlib.figure import Figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig = plt.figure(figsize=(3, 1))
+        fig = Figure(figsize=(3, 1))
         fig.text(0.1, 0.5, "no valid molecules")
         return _save(fig, path)
     img = Draw.MolsToGridImage(mols, molsPerRow=per_row, subImgSize=(200, 200))
