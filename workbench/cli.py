@@ -4,6 +4,7 @@
     workbench sample run_dir=runs/toy_gmm/20261123-101500 sample.n=2048 sampler=dpm_solver
     workbench evaluate run_dir=runs/toy_gmm/20261123-101500
     workbench demo [--out DIR] [--tiny]
+    workbench --debug <command> ...   (full tracebacks instead of one-line errors)
 
 Domains announce their config packages under the ``workbench.configs`` entry-point group
 (name -> ``package.with.configs``); they are added to Hydra's search path without importing
@@ -12,6 +13,7 @@ any domain code. A run directory holds ``config.yaml``, ``versions.json``, ``che
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import json
@@ -21,9 +23,10 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
-__all__ = ["main", "compose_config", "build", "train", "sample", "evaluate", "demo", "ConfigError"]
+__all__ = ["main", "compose_config", "build", "train", "sample", "evaluate", "demo", "ConfigError", "MissingExtra",
+           "DemoFailure"]
 
 ENV_RUN_DIR = "WORKBENCH_RUN_DIR"
 ENV_TINY = "WORKBENCH_TINY"
@@ -31,6 +34,42 @@ ENV_TINY = "WORKBENCH_TINY"
 
 class ConfigError(Exception):
     """A bad config key or value; printed as one line naming the key."""
+
+
+#: top-level module -> the extra of ``pyproject.toml`` that installs it
+EXTRAS = {
+    "rdkit": "graphs", "torch_geometric": "graphs", "networkx": "graphs", "fcd_torch": "graphs",
+    "pandas": "timeseries", "sklearn": "timeseries", "nibabel": "medical", "segyio": "seismic",
+    "pymatgen": "crystals", "smact": "crystals", "pywt": "pde", "xarray": "pde", "netCDF4": "pde",
+    "tensorboard": "all",
+}
+
+
+class MissingExtra(ImportError):
+    """An optional dependency of a domain is not installed; the message says what to install."""
+
+    def __init__(self, module: str, where: str = "") -> None:
+        extra = EXTRAS.get(module)
+        hint = f"pip install 'workbench[{extra}]'" if extra else f"pip install {module}"
+        super().__init__(f"{where + ' needs' if where else 'needs'} the optional package {module!r}, "
+                         f"which is not installed: {hint}", name=module)
+        self.module, self.hint = module, hint
+
+
+class DemoFailure(Exception):
+    """A demo experiment failed with an error that is not a config mistake (a bug); the cause is chained."""
+
+
+def missing_module(e: BaseException) -> str | None:
+    """The top-level name of a third-party module whose absence caused ``e`` (None otherwise)."""
+    c: BaseException | None = e
+    while c is not None:
+        if isinstance(c, MissingExtra):
+            return c.module
+        if isinstance(c, ModuleNotFoundError) and c.name and not c.name.startswith("workbench"):
+            return c.name.split(".")[0]
+        c = c.__cause__ or c.__context__
+    return None
 
 
 # -- configuration --------------------------------------------------------------------------------
@@ -71,7 +110,14 @@ def _one_line(e: BaseException) -> str:
 
 
 def _instantiate(cfg: Any, key: str, **kwargs: Any) -> Any:
-    """Instantiate ``cfg[key]``; any failure becomes a ConfigError naming the key."""
+    """Instantiate ``cfg[key]``.
+
+    A config mistake (a target that cannot be found, an unknown or ill-typed argument, a value
+    the class rejects) becomes a one-line ConfigError naming the key; a missing optional package
+    becomes :class:`MissingExtra` (saying which extra to install); any other exception is a bug
+    in the code being built and propagates unchanged, with its traceback.
+    """
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -80,10 +126,18 @@ def _instantiate(cfg: Any, key: str, **kwargs: Any) -> Any:
         raise ConfigError(f"config key '{key}' is required but not set (pick an experiment=<domain>/<name>)")
     try:
         return instantiate(node, **kwargs)
-    except Exception as e:  # noqa: BLE001
-        inner = e.__cause__ or e
-        raise ConfigError(f"bad value under config key '{key}': {type(inner).__name__}: "
-                          f"{str(inner).strip().splitlines()[0] if str(inner).strip() else ''}") from e
+    except Exception as e:  # noqa: BLE001 - classified below
+        target = str(OmegaConf.select(node, "_target_", default="") or "") if OmegaConf.is_dict(node) else ""
+        missing = missing_module(e)
+        if missing is not None and not target.startswith(missing + ".") and target != missing:
+            raise MissingExtra(missing, f"config key '{key}' ({target or 'its value'})") from e
+        inner = e.__cause__ if isinstance(e, InstantiationException) and e.__cause__ is not None else e
+        if isinstance(e, InstantiationException) and "locating target" in str(e):
+            raise ConfigError(f"bad value under config key '{key}': cannot find target {target!r}") from e
+        if isinstance(inner, (TypeError, ValueError, InstantiationException, ConfigError)):
+            text = str(inner).strip().splitlines()[0] if str(inner).strip() else ""
+            raise ConfigError(f"bad value under config key '{key}': {type(inner).__name__}: {text}") from e
+        raise inner from None
 
 
 def _resolve_run_dir(cfg: Any) -> Path:
@@ -95,8 +149,51 @@ def _resolve_run_dir(cfg: Any) -> Path:
         run_dir = os.path.join("runs", str(cfg.name), stamp)
     run_dir = os.path.abspath(run_dir)
     OmegaConf.update(cfg, "run_dir", run_dir, force_add=True)
-    os.environ[ENV_RUN_DIR] = run_dir  # DDP children re-run the command: same directory
     return Path(run_dir)
+
+
+@contextlib.contextmanager
+def _scoped_global_state() -> Iterator[None]:
+    """Restore the process's environment variables and RNG states (Python, NumPy, torch) after a
+    block: ``train`` seeds everything (Lightning's ``seed_everything`` also writes PL_* variables),
+    which must not leak into a notebook that calls it. Variables torch sets for itself lazily
+    (TORCH*/PYTORCH*) are left alone."""
+    import random
+
+    import numpy as np
+    import torch
+
+    env = dict(os.environ)
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+              torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    try:
+        yield
+    finally:
+        for k in set(os.environ) - set(env):
+            if not k.startswith(("TORCH", "PYTORCH")):
+                del os.environ[k]
+        for k, v in env.items():
+            if os.environ.get(k) != v:
+                os.environ[k] = v
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    """Set an environment variable for the duration of a block, then restore it."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
 
 
 def versions() -> dict[str, str]:
@@ -158,7 +255,14 @@ def _trainer(cfg: Any, run_dir: Path) -> tuple[Any, list]:
 
 # -- commands ------------------------------------------------------------------------------------------
 def train(cfg: Any) -> Path:
-    """Train (resuming from ``<run_dir>/checkpoints/last.ckpt`` when present); returns the run dir."""
+    """Train (resuming from ``<run_dir>/checkpoints/last.ckpt`` when present); returns the run dir.
+
+    Seeds everything for the run, then restores the caller's environment and RNG states."""
+    with _scoped_global_state():
+        return _train(cfg)
+
+
+def _train(cfg: Any) -> Path:
     import pytorch_lightning as pl
     from omegaconf import OmegaConf
 
@@ -177,7 +281,10 @@ def train(cfg: Any) -> Path:
     ckpt = str(last) if cfg.resume and last.exists() and not cfg.trainer.fast_dev_run else None
     if ckpt and trainer.global_rank == 0:
         print(f"workbench: resuming from {ckpt}", file=sys.stderr)
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    # DDP children re-run the command line: they find the same run directory through the
+    # environment, set only while fit runs (the caller's environment is restored afterwards)
+    with _env(ENV_RUN_DIR, str(run_dir)):
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     return run_dir
 
 
@@ -303,20 +410,30 @@ def demo(out: str | os.PathLike = "workbench-demo", tiny: bool | None = None) ->
         name = exp.replace("/", "_")
         run_dir = out / name
         overrides = [f"experiment={exp}", f"run_dir={run_dir}", "resume=false", *extra]
-        cfg = compose_config(overrides)
         t0 = time.perf_counter()
         try:
+            cfg = compose_config(overrides)
             train(cfg)
+            train_s = time.perf_counter() - t0
+            metrics = evaluate(cfg)
         except ImportError as e:  # a domain whose optional extra is not installed
-            print(f"workbench: skipping {exp}: {e}", file=sys.stderr)
-            rows.append({"experiment": exp, "skipped": str(e), "metrics": {}, "train_seconds": 0.0, "plot": None})
+            mod = missing_module(e)
+            if mod is None:
+                raise DemoFailure(f"demo experiment {exp} failed: {type(e).__name__}: {e}") from e
+            why = str(MissingExtra(mod, exp))
+            print(f"workbench: skipping {exp}: {why}", file=sys.stderr)
+            rows.append({"experiment": exp, "skipped": why, "metrics": {}, "train_seconds": 0.0, "plot": None})
             continue
-        train_s = time.perf_counter() - t0
-        metrics = evaluate(cfg)
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a bug in a domain: name it, keep the traceback chained
+            raise DemoFailure(f"demo experiment {exp} failed: {type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
+        wall = time.perf_counter() - t0
         plots = sorted(p.relative_to(out).as_posix() for p in (run_dir / "plots").glob("*.png"))
-        rows.append({"experiment": exp, "train_seconds": round(train_s, 1), "metrics": metrics,
-                     "plot": plots[0] if plots else None, "plots": plots})
-        os.environ.pop(ENV_RUN_DIR, None)
+        rows.append({"experiment": exp, "train_seconds": round(train_s, 1), "wall_seconds": round(wall, 1),
+                     "metrics": metrics, "plot": plots[0] if plots else None, "plots": plots})
+        print(f"workbench: {exp} done in {wall:.1f} s (training {train_s:.1f} s)", file=sys.stderr)
     write_json(out / "report.json", {"versions": versions(), "tiny": tiny, "runs": rows})
     lines = ["# workbench demo report", "",
              f"{_dt.datetime.now():%Y-%m-%d %H:%M}, {'tiny' if tiny else 'demo'} budget, "
@@ -325,7 +442,8 @@ def demo(out: str | os.PathLike = "workbench-demo", tiny: bool | None = None) ->
         if r.get("skipped"):
             lines += [f"## {r['experiment']}", "", f"Skipped: {r['skipped']}", ""]
             continue
-        lines += [f"## {r['experiment']}", "", f"Training: {r['train_seconds']} s.", "",
+        lines += [f"## {r['experiment']}", "",
+                  f"Wall time: {r['wall_seconds']} s (training {r['train_seconds']} s; sampling and evaluation the rest).", "",
                   "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4g} |" for k, v in r["metrics"].items()]
         for plot in r.get("plots") or []:
@@ -354,6 +472,8 @@ USAGE = __doc__.split("\n\n")[1] if __doc__ else ""
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print("usage:\n" + USAGE)
         return 0
@@ -376,12 +496,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"workbench: error: unknown command {cmd!r}; use train, sample, evaluate or demo", file=sys.stderr)
             return 2
     except ConfigError as e:
+        if debug:
+            raise
         print(f"workbench: error: {e}", file=sys.stderr)
         return 2
+    except MissingExtra as e:
+        if debug:
+            raise
+        print(f"workbench: error: {e}", file=sys.stderr)
+        return 2
+    except DemoFailure as e:
+        if debug:
+            raise
+        print(f"workbench: error: {e} (run `workbench --debug demo ...` for the traceback)", file=sys.stderr)
+        return 1
     except FileNotFoundError as e:
+        if debug:
+            raise
         print(f"workbench: error: {e}", file=sys.stderr)
         return 2
     except FloatingPointError as e:  # e.g. guided sampling that diverged
+        if debug:
+            raise
         print(f"workbench: error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -313,7 +313,11 @@ class TimeSeriesDataModule(DomainDataModule):
         return load_dataset(self.dataset_spec).freq
 
     def window_of(self, s: TimeSeries, *, horizon_known: bool = True) -> dict[str, torch.Tensor]:
-        """The last C + P steps of ``s`` as an item (``horizon_known=False`` hides the last P)."""
+        """The last C + P steps of ``s`` as an item (``horizon_known=False`` hides the last P).
+
+        ``mask`` is the existence mask of the core's mask rule: 0 on missing values (and, with the
+        horizon hidden, on the horizon), which then get no loss; guided forecasting uses the same
+        values as its observation mask (:meth:`TSDiff.observe`)."""
         L = self.context_length + self.prediction_length
         target = s.target if horizon_known else s.target[: len(s) - self.prediction_length]
         x, m, scale = window(target, len(s), L, self.lags, self.context_length)

@@ -44,11 +44,11 @@ def quantile_levels(n_series: int, num_samples: int, device: Any = "cpu") -> Ten
     return q.repeat(n_series)
 
 
-def observation_energy(y: Tensor, mask: Tensor, kind: Guidance, q: Tensor | None = None):
+def observation_energy(y: Tensor, obs_mask: Tensor, kind: Guidance, q: Tensor | None = None):
     """E(x0) per sample: sum over observed entries of (x0 - y)^2 (``"mse"``) or of the pinball
     loss max(q e, (q - 1) e), e = y - x0, at the sample's level q (``"quantile"``)."""
     if kind == "mse":
-        return lambda x0: ((x0 - y) ** 2 * mask).flatten(1).sum(1)
+        return lambda x0: ((x0 - y) ** 2 * obs_mask).flatten(1).sum(1)
     if kind == "quantile":
         if q is None:
             raise ValueError("quantile guidance needs the per-sample levels q")
@@ -56,7 +56,7 @@ def observation_energy(y: Tensor, mask: Tensor, kind: Guidance, q: Tensor | None
 
         def energy(x0: Tensor) -> Tensor:
             e = y - x0
-            return (torch.maximum(qq * e, (qq - 1) * e) * mask).flatten(1).sum(1)
+            return (torch.maximum(qq * e, (qq - 1) * e) * obs_mask).flatten(1).sum(1)
 
         return energy
     raise ValueError(f"guidance must be 'quantile' or 'mse', got {kind!r}")
@@ -155,7 +155,7 @@ class TSDiff:
     def observe(self, entries: Sequence[TimeSeries], missing: Missing | None = None, n_missing: int = 168,
                 seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
         """Scaled windows of the last C + P steps with the horizon hidden: ``y [N, L, ch]``,
-        ``mask`` (1 = observed; 0 on the horizon, on missing values and on hidden context
+        the observation mask (1 = observed; 0 on the horizon, on missing values and on hidden context
         steps) and ``scale [N]``."""
         rng = np.random.default_rng(seed)
         L = self.C + self.P
