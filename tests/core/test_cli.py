@@ -66,8 +66,31 @@ def test_unknown_key_on_an_existing_run(tmp_path: Path, capsys) -> None:
 
 
 def test_demo_writes_report(tmp_path: Path) -> None:
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--tiny"]) == 0
-    report = (tmp_path / "demo" / "report.md").read_text()
-    assert "toy/gmm" in report and "sliced_w2" in report
-    data = json.loads((tmp_path / "demo" / "report.json").read_text())
-    assert data["runs"][0]["metrics"]["modes_covered"] >= 0.0
+    """The report shows the toy run's own evaluation, and its mode statistics are what the
+    samples the run saved give when counted by hand (8 modes of std 0.25 on a circle of radius 2:
+    in_mode = share within 3 std of a centre, modes_covered = share of modes with >= 1 % of them)."""
+    import math
+
+    import torch
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--tiny"]) == 0
+    report = (out / "report.md").read_text()
+    data = json.loads((out / "report.json").read_text())
+    toy = next(r for r in data["runs"] if r["experiment"] == "toy/gmm")
+    run = json.loads((out / "toy_gmm" / "metrics.json").read_text())
+    assert toy["metrics"] == run["metrics"] and run["n_samples"] == 512
+    samples = torch.load(out / "toy_gmm" / "samples" / "samples.pt", weights_only=True).double()
+    assert samples.shape == (512, 2)
+    angle = torch.arange(8, dtype=torch.float64) * 2 * math.pi / 8
+    centres = 2.0 * torch.stack([angle.cos(), angle.sin()], 1)
+    nearest = torch.cdist(samples, centres).min(1)
+    near = nearest.values < 3 * 0.25
+    counts = torch.bincount(nearest.indices[near], minlength=8)
+    assert toy["metrics"]["in_mode"] == pytest.approx(float(near.double().mean()))
+    assert toy["metrics"]["modes_covered"] == pytest.approx(float((counts >= 0.01 * 512).double().mean()))
+    assert "## toy/gmm" in report
+    for k in ("sliced_w2", "in_mode", "modes_covered"):
+        assert f"| {k} | {toy['metrics'][k]:.4g} |" in report
+    for r in data["runs"]:  # every demo experiment reports metrics or says why it was skipped
+        assert r.get("skipped") or r["metrics"], r["experiment"]
