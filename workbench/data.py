@@ -24,7 +24,7 @@ from .state import State
 
 __all__ = [
     "data_root", "cache_dir", "find_data", "atomic_write", "write_json", "save_tensors", "download",
-    "sha256sum", "save_figure", "EpochSeededSampler", "DomainDataModule",
+    "sha256sum", "load_tensors", "UnsafeOrCorruptFile", "save_figure", "EpochSeededSampler", "DomainDataModule",
 ]
 
 
@@ -91,9 +91,44 @@ def _json_default(o: Any) -> Any:
 
 
 def save_tensors(path: str | os.PathLike, tensors: State | dict[str, Any]) -> None:
-    """Save a state (tensors only) atomically with ``torch.save``; load with ``weights_only=True``."""
+    """Save a state (tensors only) atomically with ``torch.save``; load with :func:`load_tensors`."""
     with atomic_write(path, "wb") as f:
         torch.save(tensors, f)
+
+
+class UnsafeOrCorruptFile(RuntimeError):
+    """A file that :func:`load_tensors` refuses: it references code, or it is not a torch file."""
+
+
+def load_tensors(path: str | os.PathLike, map_location: Any = "cpu", what: str = "file") -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors, containers and plain values load; a
+    pickled reference to code (a class, a function) is refused, never executed.
+
+    Errors are one line naming the file and what was refused, raised without torch's own message
+    (which advises re-running with ``weights_only=False``, i.e. running the file's code).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - replaced by a one-line error below
+        reason = _load_failure(e)
+    raise UnsafeOrCorruptFile(f"cannot load {what} {path}: {reason}") from None
+
+
+def _load_failure(e: Exception) -> str:
+    """The one fact in torch's load error: the refused global, else the unpickler's complaint."""
+    import re
+
+    text = str(e)
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if m:
+        return (f"it references code ({m.group(1)}), which is never run on load; only tensors, "
+                "containers and plain values are accepted")
+    m = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    detail = m.group(1).split(". Please")[0].strip() if m else (text.strip().splitlines() or [""])[0]
+    return f"not a torch file of tensors and containers ({type(e).__name__}: {detail[:200]})"
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Path:

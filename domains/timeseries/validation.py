@@ -92,7 +92,10 @@ class ForecastValidation(pl.Callback):
         improved = crps < self.best
         if improved:
             self.best, self.best_epoch = crps, epoch
-            trainer.save_checkpoint(self._path(trainer))
+            # Lightning's *save* flag: False = the full checkpoint (the EMA average lives in the
+            # callbacks' state); left unset, Lightning logs "`weights_only` was not set" at every save.
+            # Every load goes through workbench.lit.load_checkpoint (torch.load, weights_only=True).
+            trainer.save_checkpoint(self._path(trainer), weights_only=False)
         if trainer.is_global_zero:
             print(f"workbench: epoch {epoch}: validation CRPS {crps:.4f} on {len(entries)} windows "
                   f"({time.perf_counter() - t0:.0f} s){'; new best, saved ' + self.filename if improved else ''}",
