@@ -113,7 +113,7 @@ def toy_metrics(samples: Tensor, reference: Tensor, n_modes: int = 8, radius: fl
     counts = torch.bincount(near.indices[near.values < 3 * std], minlength=n_modes)
     out = {"sliced_w2": sliced_wasserstein(samples, reference)}
     out.update(moment_errors(samples, reference))
-    out["in_mode"] = float((near.values < 2 * std).double().mean())
+    out["in_mode"] = float((near.values < 3 * std).double().mean())
     out["modes_covered"] = float((counts >= 0.01 * len(samples)).double().mean())
     return out
 
