@@ -230,9 +230,10 @@ class MoleculeDataModule(_GraphDataModuleBase):
 
     Splits: ZINC250k uses the published test indices (``valid_idx_zinc250k.json``). The QM9 copy
     under ``$WORKBENCH_DATA`` is shuffled, so GDSS's index file does not apply to it: by default
-    a deterministic split is used (a permutation with ``split_seed`` = 42; its first 13,082 rows
-    are the test set, the size of the published split). Pass ``test_index`` (e.g.
-    ``valid_idx_qm9.json``) when reading the original GDB-ordered CSV.
+    a deterministic split is used (a permutation with ``split_seed`` = 42; its first ``test_size``
+    rows are the test set: QM9's default 13,082 is the size of the published split). With
+    ``limit``, the head of the file keeps the test share ``test_size`` / (rows in the file). Pass
+    ``test_index`` (e.g. ``valid_idx_qm9.json``) when reading the original GDB-ordered CSV.
 
     Invalid SMILES and molecules outside the vocabulary or over ``max_atoms`` are dropped with
     one counted warning that names the file and the reasons.
@@ -240,6 +241,8 @@ class MoleculeDataModule(_GraphDataModuleBase):
     Args:
         dataset: ``"qm9"`` or ``"zinc250k"`` (sets defaults for the rest).
         path, smiles_column, atoms, max_atoms: override for a user's own CSV.
+        test_index, test_size, split_seed: the test split (a file of row indices, or a random
+            ``test_size`` rows of the whole file drawn with ``split_seed``).
         train_subset: use only this many training molecules (a fixed random subset).
         limit: read only the first ``limit`` rows (quick experiments).
     """
@@ -317,8 +320,17 @@ class MoleculeDataModule(_GraphDataModuleBase):
             if isinstance(idx, dict):
                 idx = idx.get("valid_idxs", [])
             return np.asarray([int(i) for i in idx], dtype=np.int64)
+        if self.test_size is None:
+            raise ValueError(f"{self.path}: no test split: pass test_size= or test_index=")
+        size = int(self.test_size)
+        if self.limit is not None:
+            # test_size is that of the whole file: a head of it keeps the same test share
+            total = len(read_smiles_csv(self.path, self.column))
+            size = max(1, int(round(size * n_rows / total)))
+        if size >= n_rows:
+            raise ValueError(f"{self.path}: a test split of {size} leaves no training rows out of {n_rows}; "
+                             "pass a smaller test_size= or a test_index=")
         perm = np.random.default_rng(self.split_seed).permutation(n_rows)
-        size = self.test_size if self.limit is None else max(1, int(round(self.test_size * n_rows / 133885)))
         return np.sort(perm[:size])
 
     def setup(self, stage: str | None = None) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -94,13 +93,34 @@ def test_molecule_datamodule_split_cache_and_counted_drops(tmp_path: Path, monke
     assert quantize_atoms(torch.tensor([[0.1, 0.2], [0.7, 0.9]])).tolist() == [-1, 0]
 
 
+def test_molecule_test_split_share_comes_from_the_file(tmp_path: Path, monkeypatch) -> None:
+    """test_size counts rows of the whole file; a head (limit) keeps the same share of its rows,
+    the file's row count read from the file (not QM9's size); a split leaving no training rows
+    is an error."""
+    pytest.importorskip("rdkit")
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    csv = _write_csv(tmp_path / "mols.csv.gz", ["CCO", "C#N", "OC=O", "CC(C)C", "CCN", "FC(F)F", "CO", "CCC",
+                                                   "CC", "NCCO"])
+    for limit, n_test in ((None, 4), (5, 2), (8, 3)):   # round(4 * limit / 10)
+        dm = MoleculeDataModule("qm9", path=str(csv), test_size=4, limit=limit)
+        dm.setup()
+        assert len(dm.test_smiles) == n_test and len(dm.train_smiles) == (limit or 10) - n_test, limit
+    with pytest.raises(ValueError, match="no training rows"):
+        MoleculeDataModule("qm9", path=str(csv), test_size=10).setup()
+    with pytest.raises(ValueError, match="test_size= or test_index="):
+        MoleculeDataModule("zinc250k", path=str(csv), smiles_column="SMILES1", test_index="").setup()
+
+
 @pytest.mark.skipif(not (data_root() / "graphs" / "qm9.csv.gz").exists(), reason="qm9.csv.gz not under WORKBENCH_DATA/graphs")
 def test_real_qm9_head(tmp_path: Path, monkeypatch) -> None:
+    from workbench.domains.graphs.io import read_smiles_csv
+
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
     dm = MoleculeDataModule("qm9", limit=2000, batch_size=64)
     dm.setup()
     assert len(dm.train_set) + len(dm.test_set) == 2000
-    assert abs(len(dm.test_set) - round(13082 * 2000 / 133885)) <= 1
+    rows = len(read_smiles_csv(dm.path, dm.column))
+    assert abs(len(dm.test_set) - round(13082 * 2000 / rows)) <= 1
 
 
 def test_gdss_network_equivariance_symmetry_and_masks() -> None:
@@ -134,5 +154,29 @@ def test_time_embedding_option_makes_output_depend_on_t() -> None:
     assert not torch.allclose(a, b)
 
 
-def test_environment_has_data_root() -> None:
-    assert isinstance(os.fspath(data_root()), str)
+def test_file_sets_are_read_from_the_data_root(tmp_path: Path, monkeypatch) -> None:
+    """data_root() is $WORKBENCH_DATA (else $XDG_CACHE_HOME/workbench), apart from the cache
+    folder; a graph set written under <data_root>/graphs is what source="file" reads, with
+    GDSS's split; a missing file names where it was looked for."""
+    from workbench.data import cache_dir
+    from workbench.domains.graphs.io import gdss_split, generate_community_small
+
+    monkeypatch.delenv("WORKBENCH_DATA", raising=False)
+    monkeypatch.delenv("WORKBENCH_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert data_root() == tmp_path / "xdg" / "workbench" and cache_dir() == tmp_path / "xdg" / "workbench" / "cache"
+    monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path / "data"))
+    assert data_root() == tmp_path / "data"
+    graphs = generate_community_small(10, seed=3)
+    (tmp_path / "data" / "graphs").mkdir(parents=True)
+    with gzip.open(tmp_path / "data" / "graphs" / "community_small.json.gz", "wt") as f:
+        json.dump({"graphs": [{"num_nodes": g.number_of_nodes(), "edges": [list(e) for e in g.edges()]}
+                              for g in graphs]}, f)
+    dm = GenericGraphDataModule("community_small", source="file")
+    dm.setup()
+    train, test = gdss_split(graphs)
+    assert len(dm.train_set) == len(train) == 8
+    assert [sorted(g.edges()) for g in dm.reference()] == [sorted(g.edges()) for g in test]
+    monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path / "elsewhere"))
+    with pytest.raises(FileNotFoundError, match="elsewhere"):
+        GenericGraphDataModule("community_small", source="file").setup()
