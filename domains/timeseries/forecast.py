@@ -191,8 +191,9 @@ class TSDiff:
             guidance: ``"quantile"`` (TSDiff-Q) or ``"mse"`` (TSDiff-MS).
             scale: guidance scale s (the paper's per-dataset values are in the configs).
             num_samples: samples per series.
-            sampler: ``"ddpm"`` (ancestral, all T steps, the paper's) or ``"ddim"`` (``steps``
-                steps, ``eta``, uniform or quadratic ``spacing``).
+            sampler: ``"ddpm"`` (ancestral, all T steps of the module's discrete process, the
+                paper's; ``steps`` must be None) or ``"ddim"`` (``steps`` steps, required, ``eta``,
+                uniform or quadratic ``spacing``).
             missing, n_missing: hide ``n_missing`` context steps (RM / BM-B / BM-E).
             batch_size: sequences per network call (whole series per batch).
         """
@@ -203,8 +204,19 @@ class TSDiff:
         y_all, m_all, sc_all = self.observe(entries, missing, n_missing, seed)
         n = len(entries)
         out = np.zeros((n, num_samples, self.P), dtype=np.float32)
+        if sampler == "ddpm":
+            if not isinstance(getattr(process, "steps", None), int):
+                raise ValueError(f"sampler='ddpm' runs the T steps of a discrete process (DiscreteDDPM); "
+                                 f"{type(process).__name__} has none: use sampler='ddim' with steps=<n>")
+            if steps is not None:
+                raise ValueError(f"sampler='ddpm' runs all {process.steps} steps of the process; steps={steps} "
+                                 "applies to sampler='ddim'")
+        elif sampler == "ddim":
+            if steps is None:
+                raise ValueError("sampler='ddim' needs steps=<n> (the paper's ancestral sampler is sampler='ddpm')")
+        else:
+            raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
         g = torch.Generator(device=dev).manual_seed(seed)
-        T = getattr(process, "steps", 100)
         nfe = 0
         t0 = time.perf_counter()
         was = module.training
@@ -221,17 +233,15 @@ class TSDiff:
                 geometry = module.geometry.bind(None)
                 x = process.prior_sample(y, geometry, generator=g)
                 if sampler == "ddpm":
-                    ts = process.time_grid(T - 1, device=dev)
+                    ts = process.time_grid(process.steps - 1, device=dev)
                     x0 = sample_self_guided_ddpm(module.denoiser, x, ts, process=process, geometry=geometry,
                                                  energy=energy, scale=scale, generator=g)
                     nfe = 2 * (len(ts) - 1) + 1
-                elif sampler == "ddim":
-                    ts = process.time_grid(steps or 20, spacing=spacing, device=dev)
+                else:
+                    ts = process.time_grid(steps, spacing=spacing, device=dev)
                     guided = SelfGuidance(module.denoiser, energy, scale)
                     x0 = sample_ddim(guided, x, ts, process=process, geometry=geometry, eta=eta, generator=g)
                     nfe = len(ts)
-                else:
-                    raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
                 if not torch.isfinite(x0).all():
                     raise FloatingPointError(
                         f"guided sampling diverged (non-finite values) for series {entries[sl.start].item_id!r}..; "

@@ -94,14 +94,14 @@ def test_guided_forecast_follows_the_ar1_conditional(sampler: str) -> None:
     expected = RHO ** np.arange(1, P + 1) * 1.0
     gaps = []
     for scale in (4.0, 40.0):
-        fc = model.predict(entries, guidance="mse", scale=scale, num_samples=64, sampler=sampler, steps=50,
-                           seed=0, progress=False)
+        fc = model.predict(entries, guidance="mse", scale=scale, num_samples=64, sampler=sampler,
+                           steps=50 if sampler == "ddim" else None, seed=0, progress=False)
         gaps.append(fc.mean[0] - fc.mean[1])
     assert np.all(gaps[1] > gaps[0]) and np.all(gaps[0] > 0)
     assert np.all(gaps[1] > 0.7 * expected) and np.all(gaps[1] < 1.4 * expected), (gaps[1], expected)
     # quantile guidance: the k-th sample is pulled to level k / (N + 1): spread in order
-    fq = model.predict(entries, guidance="quantile", scale=4.0, num_samples=32, sampler=sampler, steps=50,
-                       seed=1, progress=False)
+    fq = model.predict(entries, guidance="quantile", scale=4.0, num_samples=32, sampler=sampler,
+                       steps=50 if sampler == "ddim" else None, seed=1, progress=False)
     lo, hi = fq.samples[:, :8, 0].mean(), fq.samples[:, -8:, 0].mean()
     assert hi > lo
     assert fq.info["nfe"] == (199 if sampler == "ddpm" else 51)
@@ -127,16 +127,86 @@ def test_forecast_frame_plot_and_metrics(tmp_path) -> None:
     assert (tmp_path / "fan.png").stat().st_size > 1000
 
 
-def test_refinement_moves_a_bad_base_forecast_towards_the_model() -> None:
+def test_sampler_steps_are_explicit() -> None:
+    """ddpm runs the discrete process's own T steps (no assumed T for a process without them, no
+    ignored steps=); ddim needs its step count."""
+    from workbench.processes import VP
+
+    entries = [_entry(1.2)]
     model = TSDiff(_Module(), context_length=C, prediction_length=P, freq="h", use_lags=False)
-    entries = [_entry(1.0)]
-    base = np.full((1, 1, P), 3.0, dtype=np.float32)        # far from the model's mean 1
-    for method in ("ml", "lmc"):
-        r = model.refine(entries, base, method=method, guidance="mse", iterations=20, step_size=0.02,
-                         num_samples=4, step=10, progress=False)
-        assert np.all(np.abs(r.samples.mean((0, 1)) - 1.0) < np.abs(3.0 - 1.0)), r.samples.mean((0, 1))
-    step = model.best_diffusion_step(torch.ones(4, C + P, 1))
-    assert 0 <= step < 100
+    with pytest.raises(ValueError, match="ddim.*needs steps"):
+        model.predict(entries, sampler="ddim", num_samples=2, progress=False)
+    with pytest.raises(ValueError, match="runs all 100 steps"):
+        model.predict(entries, sampler="ddpm", steps=20, num_samples=2, progress=False)
+    with pytest.raises(ValueError, match="sampler must be"):
+        model.predict(entries, sampler="euler", num_samples=2, progress=False)  # type: ignore[arg-type]
+    continuous = _Module()
+    continuous.process = VP()
+    with pytest.raises(ValueError, match="VP has none"):
+        TSDiff(continuous, context_length=C, prediction_length=P, freq="h", use_lags=False).predict(
+            entries, sampler="ddpm", num_samples=2, progress=False)
+    fc = model.predict(entries, sampler="ddpm", num_samples=2, progress=False)
+    assert fc.info["nfe"] == 2 * 99 + 1
+
+
+class _KnownLoss(nn.Module):
+    """A denoiser that knows the clean batch: its eps is the true noise plus (i / 10) at DDPM
+    step i, so the denoising loss at step i is exactly (i / 10)^2."""
+
+    def __init__(self, process, x0) -> None:
+        super().__init__()
+        self.process, self.x0 = process, x0
+        self.seen: list[int] = []
+
+    def forward(self, x, t, geometry, **extras) -> Prediction:
+        coef = self.process.at(t, x, geometry)
+        eps = (x - coef.alpha * self.x0) / coef.sigma
+        i = torch.round(t * self.process.steps).to(x.dtype) - 1      # DDPM step i sits at t = (i + 1) / T
+        self.seen += sorted(set(i.long().tolist()))
+        return Prediction(self.x0.expand_as(x), eps + i[:, None, None] / 10, coef)
+
+
+def test_best_diffusion_step_is_the_one_whose_loss_is_closest_to_the_mean() -> None:
+    """Losses (i / 10)^2 over i = 0..99 have mean 32.835; the closest is step 57 (32.49)."""
+    module = _Module()
+    batch = torch.randn(4, C + P, 1)
+    module.denoiser = _KnownLoss(module.process, batch)
+    model = TSDiff(module, context_length=C, prediction_length=P, freq="h", use_lags=False)
+    assert model.best_diffusion_step(batch) == 57
+    assert module.denoiser.seen == list(range(100))      # each of the process's steps, once
+
+
+@pytest.mark.parametrize("method", ["ml", "lmc"])
+def test_refinement_follows_the_expected_gradient_flow(method: str) -> None:
+    """With the exact Gaussian denoiser, eps_hat(x) = s M (x - a mu) with M = (a^2 Sigma + s^2 I)^-1,
+    so the expected energy gradient at the fixed step is 2 a^2 s^2 M^2 (y - mu) plus the MSE
+    regulariser's 2 w m (y - obs); the noise of ML (fresh eps) and of LMC is zero-mean, so the
+    mean over samples follows y <- y - eta E[grad] from the base forecast, computed here by hand."""
+    module = _Module()
+    model = TSDiff(module, context_length=C, prediction_length=P, freq="h", use_lags=False)
+    entries = [_entry(1.5)]                                   # context ends 0.5, 1.5; scale 1
+    base = np.full((1, 1, P), 3.0, dtype=np.float32)
+    step, eta, iterations, w = 10, 0.02, 60, 1.0
+    r = model.refine(entries, base, method=method, guidance="mse", iterations=iterations, step_size=eta,
+                     weight=w, num_samples=256, step=step, progress=False)
+    assert r.samples.shape == (1, 256, P) and r.info["step"] == step
+
+    obs = torch.from_numpy(np.concatenate([entries[0].target[:C], np.zeros(P)])).double()
+    mask = torch.cat([torch.ones(C), torch.zeros(P)]).double()
+    g = module.denoiser.g
+    t = torch.tensor([(step + 1) / module.process.steps])
+    coef = module.process.at(t, torch.zeros(1, C + P), Euclidean())
+    a, s = float(coef.alpha.flatten()[0]), float(coef.sigma.flatten()[0])
+    M = torch.linalg.inv(a**2 * g.cov + s**2 * torch.eye(C + P, dtype=torch.float64))
+    H = 2 * a**2 * s**2 * M @ M
+    y = obs.clone()
+    y[C:] = 3.0
+    for _ in range(iterations):
+        y = y - eta * (H @ (y - g.mean) + 2 * w * mask * (y - obs))
+    expected = y[C:].numpy()
+    got = r.samples[0].mean(0)
+    assert np.abs(got - expected).max() < 0.03, (got, expected)
+    assert np.all(np.abs(expected - 1.0) < 0.5 * np.abs(3.0 - 1.0))   # and it did move far towards mu
 
 
 def test_baselines_and_lps() -> None:
