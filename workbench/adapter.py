@@ -46,11 +46,10 @@ class DomainAdapter:
     operator: ForwardOperator | None = None
     process: Process = field(default_factory=VP)
     prediction: str = "eps"
-    module_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def module(self) -> Any:
         """A :class:`workbench.lit.DiffusionModule` for this adapter."""
         from .lit import DiffusionModule
 
         return DiffusionModule(network=self.network, process=self.process, geometry=self.geometry,
-                               prediction=self.prediction, **self.module_kwargs)
+                               prediction=self.prediction)

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Union
 import torch
 from torch import Tensor
 
-__all__ = ["State", "tree_map", "batch_size", "keys_of", "to_device", "detach", "cat", "split"]
+__all__ = ["State", "tree_map", "batch_size", "keys_of", "to_device", "cat"]
 
 State = Union[Tensor, Mapping[str, Tensor]]
 
@@ -65,18 +65,8 @@ def to_device(x: Any, device: torch.device | str) -> Any:
     return x
 
 
-def detach(x: State) -> State:
-    return tree_map(lambda v: v.detach(), x)
-
-
 def cat(states: list[State]) -> State:
     """Concatenate states along the batch dimension."""
     if isinstance(states[0], Mapping):
         return {k: torch.cat([s[k] for s in states]) for k in states[0]}
     return torch.cat(states)
-
-
-def split(x: State, size: int) -> list[State]:
-    """Split a state into chunks of at most ``size`` items."""
-    n = batch_size(x)
-    return [tree_map(lambda v: v[i : i + size], x) for i in range(0, n, size)]
