@@ -471,6 +471,8 @@ USAGE = __doc__.split("\n\n")[1] if __doc__ else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .data import UnsafeOrCorruptFile
+
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
@@ -510,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"workbench: error: {e} (run `workbench --debug demo ...` for the traceback)", file=sys.stderr)
         return 1
-    except FileNotFoundError as e:
+    except (FileNotFoundError, UnsafeOrCorruptFile) as e:
         if debug:
             raise
         print(f"workbench: error: {e}", file=sys.stderr)

@@ -272,13 +272,9 @@ def load_ema_weights(module: nn.Module, checkpoint: dict[str, Any]) -> bool:
 
 def load_checkpoint(path: Any, map_location: Any = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``), with a clear error for a bad file."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file name
-        raise RuntimeError(f"cannot load checkpoint {path}: {type(e).__name__}: {e}") from e
+    from .data import load_tensors
+
+    return load_tensors(path, map_location=map_location, what="checkpoint")
 
 
 def default_loggers(save_dir: str) -> list[Any]:

