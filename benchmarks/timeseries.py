@@ -73,7 +73,7 @@ def speed(batches: int = 20, series: int = 8) -> dict:
     ds = synthetic_dataset(n_series=16, length=1000, prediction_length=48, windows=1)
     dm = TimeSeriesDataModule(ds, context_length=312, use_lags=False, batch_size=64)
     dm.setup("fit")
-    module = DiffusionModule(TSDiffNetwork(1, 64, 3, 128, 128), DiscreteDDPM(100, "linear", 1e-4, 0.1),
+    module = DiffusionModule(TSDiffNetwork(dm.input_dim, 64, 3, 128, 128), DiscreteDDPM(100, "linear", 1e-4, 0.1),
                              series_geometry(), prediction="eps")
     opt = torch.optim.Adam(module.parameters(), lr=1e-3)
     it = iter(dm.train_dataloader())

@@ -22,7 +22,7 @@ def adapter(n_series: int = 8):
     return DomainAdapter(
         datamodule=dm,
         geometry=series_geometry(),
-        network=TSDiffNetwork(input_dim=1, hidden_dim=16, num_blocks=1, step_emb=32, d_state=16),
+        network=TSDiffNetwork(input_dim=dm.input_dim, hidden_dim=16, num_blocks=1, step_emb=32, d_state=16),
         metrics=WindowMetrics(prediction_length=24, max_lag=12),
         process=DiscreteDDPM(100, "linear", 1e-4, 0.1),
         prediction="eps",

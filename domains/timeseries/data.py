@@ -26,7 +26,8 @@ from workbench.data import DomainDataModule, find_data
 from .io import (DataError, TimeSeries, TimeSeriesDataset, normalize_freq, read_gluonts, read_m4, read_wide_csv,
                  rolling_test)
 
-__all__ = ["lags_for_freq", "mean_scale", "window", "DATASETS", "load_dataset", "synthetic_dataset",
+__all__ = ["lags_for_freq", "mean_scale", "window", "DATASETS", "FREQ", "dataset_freq", "window_channels",
+           "load_dataset", "synthetic_dataset",
            "split_validation", "WindowDataset", "TimeSeriesDataModule"]
 
 
@@ -84,26 +85,36 @@ def window(series: np.ndarray, end: int, length: int, lags: list[int], context_l
 
 
 # -- named datasets ---------------------------------------------------------------------------
+#: The frequency of each named dataset, known before any data is read: it fixes the lag channels,
+#: so the network's input width (:func:`window_channels`) is derived from the config alone.
+FREQ: dict[str, str] = {
+    "synthetic": "H", "m4_hourly": "H", "exchange_rate_nips": "B", "exchange_rate": "B", "etth1": "H",
+    "solar_nips": "H", "electricity_nips": "H", "traffic_nips": "H", "wiki2000_nips": "D",
+    "uber_tlc_hourly": "H", "kdd_cup_2018_without_missing": "H",
+}
+
+
 def _m4() -> TimeSeriesDataset:
     tr = find_data("timeseries/m4_Hourly-train.csv", "the M4 Hourly CSVs (see timeseries/SOURCES.md)")
     te = find_data("timeseries/m4_Hourly-test.csv", "the M4 Hourly CSVs (see timeseries/SOURCES.md)")
-    return read_m4(tr, te, freq="H", prediction_length=48, name="m4_hourly")
+    return read_m4(tr, te, freq=FREQ["m4_hourly"], prediction_length=48, name="m4_hourly")
 
 
 def _exchange_nips() -> TimeSeriesDataset:
     p = find_data("timeseries/exchange_rate_nips.tar.gz", "GluonTS's exchange_rate_nips archive")
-    return read_gluonts(p, freq="B", prediction_length=30, name="exchange_rate_nips")
+    return read_gluonts(p, freq=FREQ["exchange_rate_nips"], prediction_length=30, name="exchange_rate_nips")
 
 
 def _exchange_lstnet() -> TimeSeriesDataset:
     p = find_data("timeseries/exchange_rate.txt.gz", "LSTNet's exchange_rate.txt.gz")
-    return read_wide_csv(p, freq="B", prediction_length=30, windows=5, header=False, name="exchange_rate")
+    return read_wide_csv(p, freq=FREQ["exchange_rate"], prediction_length=30, windows=5, header=False,
+                         name="exchange_rate")
 
 
 def _etth1() -> TimeSeriesDataset:
     p = find_data("timeseries/ETTh1.csv", "ETTh1.csv from the ETDataset repository")
     # Informer's test period ends at row 14400; 7 rolling day-ahead windows at its end.
-    return read_wide_csv(p, freq="H", prediction_length=24, windows=7, columns=["OT"], date_column="date",
+    return read_wide_csv(p, freq=FREQ["etth1"], prediction_length=24, windows=7, columns=["OT"], date_column="date",
                          end=14400, name="etth1")
 
 
@@ -167,6 +178,23 @@ def load_dataset(name: str | TimeSeriesDataset) -> TimeSeriesDataset:
         return read_gluonts(name)
     raise DataError(f"unknown time-series dataset {name!r}; use one of {sorted(DATASETS) + sorted(PAPER_ONLY)} "
                     "or a path to a GluonTS dataset")
+
+
+def dataset_freq(dataset: str | TimeSeriesDataset) -> str:
+    """The frequency of a dataset: from :data:`FREQ` for a named one (nothing is read), else
+    of the loaded data (a path, or a :class:`TimeSeriesDataset`)."""
+    if isinstance(dataset, TimeSeriesDataset):
+        return dataset.freq
+    if isinstance(dataset, str) and dataset in FREQ:
+        return FREQ[dataset]
+    return load_dataset(dataset).freq
+
+
+def window_channels(dataset: str | TimeSeriesDataset, use_lags: bool) -> int:
+    """Channels of a window of ``dataset``: the value plus one per TSDiff lag of its frequency
+    (``1 + len(lags_for_freq(freq))``, or 1 without lags). The configs give it to the network as
+    its ``input_dim``, from the datamodule's ``dataset`` and ``use_lags``, so the two agree."""
+    return 1 + (len(lags_for_freq(dataset_freq(dataset))) if use_lags else 0)
 
 
 def split_validation(train: list[TimeSeries], prediction_length: int, windows: int,
@@ -284,6 +312,10 @@ class TimeSeriesDataModule(DomainDataModule):
             raise DataError(f"{ds.name}: prediction_length {self.prediction_length} differs from the dataset's "
                             f"{ds.prediction_length}")
         self.lags = lags_for_freq(ds.freq) if self.use_lags else []
+        spec = self.dataset_spec
+        if self.use_lags and isinstance(spec, str) and spec in FREQ and self.lags != lags_for_freq(FREQ[spec]):
+            raise DataError(f"{ds.name}: the data's frequency {ds.freq!r} has other lags than the registered "
+                            f"{FREQ[spec]!r} (FREQ in {__name__}), which sized the network")
         L = self.context_length + self.prediction_length
         short = [s.item_id for s in ds.test if len(s) < L]
         if short:
@@ -305,12 +337,8 @@ class TimeSeriesDataModule(DomainDataModule):
 
     @property
     def input_dim(self) -> int:
-        return 1 + (len(lags_for_freq(self._freq())) if self.use_lags else 0)
-
-    def _freq(self) -> str:
-        if self.dataset is not None:
-            return self.dataset.freq
-        return load_dataset(self.dataset_spec).freq
+        """Channels of a window (see :func:`window_channels`)."""
+        return window_channels(self.dataset if self.dataset is not None else self.dataset_spec, self.use_lags)
 
     def window_of(self, s: TimeSeries, *, horizon_known: bool = True) -> dict[str, torch.Tensor]:
         """The last C + P steps of ``s`` as an item (``horizon_known=False`` hides the last P).
