@@ -21,6 +21,7 @@ from .losses import DenoisingScoreMatching
 from .precond import Denoiser
 from .processes.base import Process
 from .state import State, batch_size, to_device
+from .samplers.common import sampler_grid
 from .samplers.ode import sample_ode
 
 __all__ = ["DiffusionModule", "EMA", "AtomicCheckpointIO", "load_checkpoint", "load_ema_weights", "default_loggers"]
@@ -37,8 +38,10 @@ class DiffusionModule(pl.LightningModule):
         loss: a per-sample loss (default: denoising score matching, uniform weighting).
         sampler: a ``sample_<algo>`` function or partial (default: Heun PF-ODE).
         sample_steps: default number of sampler steps.
-        sample_spacing: time-grid spacing for sampling ("time", "logsnr", "quadratic"; None = the
-            process's default, e.g. EDM's rho schedule).
+        sample_spacing: time-grid spacing for sampling ("time", "logsnr", "karras", "quadratic"); None =
+            the grid the sampler is built for (its ``default_spacing``: log-SNR for DPM-Solver, the
+            rho-spaced "karras" grid for Heun, ...; see :func:`workbench.samplers.common.sampler_grid`),
+            else the process's default (uniform in t; EDM's rho schedule).
         lr, weight_decay, betas: Adam(W) settings; ``optimizer`` (a partial taking params) overrides.
         lr_decay: per-epoch exponential learning-rate decay (1.0 = none).
         seed: seed of the per-step training-noise generator.
@@ -132,14 +135,14 @@ class DiffusionModule(pl.LightningModule):
             template: a batch dict from ``datamodule.sample_template(n)``.
             sampler: a ``sample_<algo>`` callable (default: the module's).
             steps: number of steps on ``process.time_grid`` (default: ``sample_steps``).
+            spacing: the grid's spacing (default: ``sample_spacing``, else the sampler's own).
         """
         template = to_device(template, self.device)
         geometry = self.geometry.bind(template.get("mask"))
         x = self.process.prior_sample(template["x"], geometry, generator=generator)
-        spacing = spacing or self.sample_spacing
-        grid_kw = {"spacing": spacing} if spacing else {}
-        ts = self.process.time_grid(steps or self.sample_steps, device=self.device, **grid_kw)
         fn = sampler or self.sampler
+        ts = sampler_grid(self.process, fn, steps or self.sample_steps, spacing=spacing or self.sample_spacing,
+                          device=self.device, **kwargs)
         was_training = self.training
         self.eval()
         try:

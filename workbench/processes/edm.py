@@ -43,14 +43,15 @@ class EDM(Process):
         return torch.exp(self.p_mean + self.p_std * z).clamp(self.sigma_min, self.sigma_max)
 
     def time_grid(self, steps: int, *, spacing: str = "karras", device: torch.device | str = "cpu") -> Tensor:
-        """EDM's rho-spaced grid (Eq. 5) by default; other spacings as in :meth:`Process.time_grid`."""
+        """EDM's rho-spaced grid (Eq. 5, in closed form, with this process's ``rho``) by default;
+        other spacings as in :meth:`Process.time_grid`. float64 like the base class's grids."""
         if spacing != "karras":
             return super().time_grid(steps, spacing=spacing, device=device)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        i = torch.arange(steps + 1, device=device, dtype=torch.float64) / steps
+        i = torch.arange(steps + 1, dtype=torch.float64) / steps
         lo, hi = self.sigma_min ** (1 / self.rho), self.sigma_max ** (1 / self.rho)
-        return ((hi + i * (lo - hi)) ** self.rho).float()
+        return self._grid_to((hi + i * (lo - hi)) ** self.rho, device)
 
     def prior_std(self) -> float:
         return self.sigma_max
