@@ -105,9 +105,10 @@ def test_default_spacing_through_partials() -> None:
     assert default_spacing(sample_ode) == "karras"  # heun is sample_ode's default method
     assert default_spacing(functools.partial(functools.partial(sample_ode, method="heun"), method="euler")) \
         == default_spacing(sample_ode, method="euler")
-    for fn in (sample_ddim, sample_euler_maruyama, sample_pc, sample_s4, sample_ode):
-        s = default_spacing(fn)
-        assert s is None or s in ("time", "logsnr", "karras", "quadratic")
+    assert default_spacing(functools.partial(sample_ode, method="euler")) == "logsnr"
+    assert default_spacing(functools.partial(sample_ddim, eta=1.0)) == "logsnr"
+    for fn in (sample_euler_maruyama, sample_pc, sample_s4):  # the process's own grid (Song et al., GDSS)
+        assert default_spacing(functools.partial(fn)) is None
 
 
 def test_sampler_grid_resolution() -> None:

@@ -38,3 +38,8 @@ def sample_ddim(model: Any, x: State, ts: Tensor, *, process: Process, geometry:
         if callback is not None:
             callback(i=i, t=t, x=x, prediction=pred)
     return finish(model, x, ts[-1], geometry, extra_args, denoise)
+
+
+#: DDIM is the first-order DPM-Solver; the log-SNR grid is its measured best among the grids that
+#: suit every process (README, exact-score benchmark), for eta = 0 and eta = 1 alike
+sample_ddim.default_spacing = "logsnr"

@@ -110,3 +110,8 @@ def sample_pc(model: Any, x: State, ts: Tensor, *, process: Process, geometry: G
         if callback is not None:
             callback(i=i, t=t, x=x, prediction=pred)
     return finish(model, x_mean, ts[-1], geometry, extra_args, denoise)
+
+
+#: the process's own grid (uniform in t: Song et al.'s and GDSS's discretisation of the reverse
+#: SDE, so the paper settings are reproduced); ask for another with ``spacing=`` / ``sample_spacing=``
+sample_pc.default_spacing = None
