@@ -22,7 +22,7 @@ from .precond import Denoiser
 from .processes.base import Process
 from .state import State, batch_size, to_device
 from .samplers.common import sampler_grid
-from .samplers.ode import sample_ode
+from .samplers.dpm_solver import sample_dpm_solver
 
 __all__ = ["DiffusionModule", "EMA", "AtomicCheckpointIO", "load_checkpoint", "load_ema_weights", "default_loggers"]
 
@@ -36,7 +36,7 @@ class DiffusionModule(pl.LightningModule):
         geometry: the state's geometry (bound to each batch's mask).
         prediction: what the network outputs: eps / x0 / v / score / velocity / edm.
         loss: a per-sample loss (default: denoising score matching, uniform weighting).
-        sampler: a ``sample_<algo>`` function or partial (default: Heun PF-ODE).
+        sampler: a ``sample_<algo>`` function or partial (default: DPM-Solver++(2M), on its log-SNR grid).
         sample_steps: default number of sampler steps.
         sample_spacing: time-grid spacing for sampling ("time", "logsnr", "karras", "quadratic"); None =
             the grid the sampler is built for (its ``default_spacing``: log-SNR for DPM-Solver, the
@@ -58,7 +58,7 @@ class DiffusionModule(pl.LightningModule):
         self.process = process
         self.geometry = geometry if geometry is not None else Euclidean()
         self.loss_fn = loss if loss is not None else DenoisingScoreMatching()
-        self.sampler = sampler if sampler is not None else sample_ode
+        self.sampler = sampler if sampler is not None else sample_dpm_solver
         self.sample_steps = int(sample_steps)
         self.sample_spacing = sample_spacing
         self.lr, self.weight_decay, self.betas, self.lr_decay = lr, weight_decay, tuple(betas), lr_decay
