@@ -25,15 +25,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from .errors import ConfigError, InputError, RunFailed
+
 __all__ = ["main", "compose_config", "build", "train", "sample", "evaluate", "demo", "ConfigError", "MissingExtra",
            "DemoFailure"]
 
 ENV_RUN_DIR = "WORKBENCH_RUN_DIR"
 ENV_TINY = "WORKBENCH_TINY"
-
-
-class ConfigError(Exception):
-    """A bad config key or value; printed as one line naming the key."""
 
 
 #: top-level module -> the extra of ``pyproject.toml`` that installs it
@@ -424,7 +422,7 @@ def demo(out: str | os.PathLike = "workbench-demo", tiny: bool | None = None) ->
             print(f"workbench: skipping {exp}: {why}", file=sys.stderr)
             rows.append({"experiment": exp, "skipped": why, "metrics": {}, "train_seconds": 0.0, "plot": None})
             continue
-        except ConfigError:
+        except (InputError, RunFailed):
             raise
         except Exception as e:  # noqa: BLE001 - a bug in a domain: name it, keep the traceback chained
             raise DemoFailure(f"demo experiment {exp} failed: {type(e).__name__}: "
@@ -470,9 +468,12 @@ def demo_experiments(tiny: bool) -> list[tuple[str, list[str]]]:
 USAGE = __doc__.split("\n\n")[1] if __doc__ else ""
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from .data import UnsafeOrCorruptFile
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
+
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
@@ -497,12 +498,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"workbench: error: unknown command {cmd!r}; use train, sample, evaluate or demo", file=sys.stderr)
             return 2
-    except ConfigError as e:
+    except (InputError, MissingExtra) as e:  # the user's file / value / config key, or a missing extra
         if debug:
             raise
-        print(f"workbench: error: {e}", file=sys.stderr)
+        print(f"workbench: error: {_first_line(e)}", file=sys.stderr)
         return 2
-    except MissingExtra as e:
+    except RunFailed as e:  # nothing usable was produced (non-finite loss or samples, nothing to train on)
+        if debug:
+            raise
+        print(f"workbench: error: {_first_line(e)}", file=sys.stderr)
+        return 1
         if debug:
             raise
         print(f"workbench: error: {e}", file=sys.stderr)
@@ -512,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"workbench: error: {e} (run `workbench --debug demo ...` for the traceback)", file=sys.stderr)
         return 1
-    except (FileNotFoundError, UnsafeOrCorruptFile) as e:
+    except FileNotFoundError as e:
         if debug:
             raise
         print(f"workbench: error: {e}", file=sys.stderr)

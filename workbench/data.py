@@ -96,8 +96,7 @@ def save_tensors(path: str | os.PathLike, tensors: State | dict[str, Any]) -> No
         torch.save(tensors, f)
 
 
-class UnsafeOrCorruptFile(RuntimeError):
-    """A file that :func:`load_tensors` refuses: it references code, or it is not a torch file."""
+from .errors import UnsafeOrCorruptFile  # noqa: E402  (re-exported: the file family of workbench.errors)
 
 
 def load_tensors(path: str | os.PathLike, map_location: Any = "cpu", what: str = "file") -> Any:
