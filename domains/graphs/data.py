@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,10 +18,12 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from workbench.data import DomainDataModule, cache_dir, data_root, save_tensors
+from workbench.errors import ConfigError, DataError, check_int, check_number, first_rows, warn_input
 
 from .io import (
-    QM9_ATOMS, ZINC_ATOMS, MoleculeError, decode_molecule, gdss_split, generate_community_small, generate_grid,
-    read_graph_json, read_smiles_csv, encode_molecule, write_sdf, write_smiles,
+    MOLECULE_DROP_REASONS, QM9_ATOMS, ZINC_ATOMS, DataFileNotFound, GraphFormatError, MoleculeError, decode_molecule,
+    generate_community_small, generate_grid, read_graph_json, read_smiles_csv, encode_molecule, write_sdf,
+    write_smiles,
 )
 
 __all__ = [
@@ -63,26 +65,31 @@ def graphs_to_tensors(graphs: Sequence[nx.Graph], max_nodes: int, max_feat: int,
     """GDSS's generic-graph encoding: padded 0/1 adjacency and one-hot node degree features.
 
     Graphs with more than ``max_nodes`` nodes or a degree >= ``max_feat`` are rejected with a
-    counted error; empty graphs are skipped with a counted warning.
+    counted :class:`~workbench.errors.DataError` naming ``source`` and the first graphs; empty graphs
+    are skipped with a counted warning; a list with no non-empty graph is an error.
     """
-    kept, empty, too_big, too_deg = [], 0, 0, 0
-    for G in graphs:
+    kept, empty, too_big, too_deg = [], [], [], []
+    for i, G in enumerate(graphs):
         n = G.number_of_nodes()
         if n == 0:
-            empty += 1
+            empty.append(i)
             continue
         if n > max_nodes:
-            too_big += 1
+            too_big.append(i)
             continue
         if max(dict(G.degree()).values(), default=0) >= max_feat:
-            too_deg += 1
+            too_deg.append(i)
             continue
         kept.append(G)
     if too_big or too_deg:
-        raise ValueError(f"{source}: {too_big} graph(s) exceed max_nodes={max_nodes} and {too_deg} have a "
-                         f"degree >= max_feat={max_feat}; raise the limits")
+        raise DataError(f"{len(too_big)} graph(s) exceed max_nodes={max_nodes}"
+                        f"{f' (graphs {first_rows(too_big)})' if too_big else ''} and {len(too_deg)} have a degree "
+                        f">= max_feat={max_feat}{f' (graphs {first_rows(too_deg)})' if too_deg else ''}; raise "
+                        "datamodule.max_nodes / max_feat (and network.max_feat_num)", file=source)
     if empty:
-        warnings.warn(f"{source}: skipped {empty} empty graph(s)", stacklevel=2)
+        if not kept:
+            raise DataError(f"all {len(empty)} graphs are empty (no nodes): nothing to train on", file=source)
+        warn_input(f"{source}: skipped {len(empty)} empty graph(s) (graphs {first_rows(empty)})")
     n = len(kept)
     adj = torch.zeros(n, max_nodes, max_nodes)
     flags = torch.zeros(n, max_nodes)
@@ -161,7 +168,12 @@ class GenericGraphDataModule(_GraphDataModuleBase):
         source: ``"file"`` reads ``$WORKBENCH_DATA/graphs/<file>`` (or ``path``);
             ``"generate"`` builds community-small or grid with networkx as GDSS did (the
             embedded default that needs no download).
+        path: a JSON graph list of one's own (implies ``source="file"``).
         n_graphs, gen_seed: size and seed of a generated set.
+        max_nodes, max_feat: the padding size and degree-feature size (default: the set's).
+
+    Split: GDSS's, the first 20 % of the graphs are the test set (at least one graph, so a list of
+    fewer than 2 graphs is refused); the split sizes are printed to stderr.
     """
 
     def __init__(self, name: str = "community_small", source: str = "generate", path: str | None = None,
@@ -169,16 +181,21 @@ class GenericGraphDataModule(_GraphDataModuleBase):
                  batch_size: int = 128, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if name not in GENERIC:
-            raise ValueError(f"unknown graph dataset {name!r}; choose one of {sorted(GENERIC)}")
+            raise ConfigError(f"config key 'datamodule.name': unknown graph dataset {name!r}; choose one of "
+                              f"{sorted(GENERIC)}")
         if source not in ("file", "generate"):
-            raise ValueError(f"source must be 'file' or 'generate', got {source!r}")
+            raise ConfigError(f"config key 'datamodule.source' must be 'file' or 'generate', got {source!r}")
+        if path:
+            source = "file"  # a file of one's own is read, whatever the experiment's default source
         if source == "generate" and name not in ("community_small", "grid"):
-            raise ValueError(f"only community_small and grid can be generated, not {name!r}")
+            raise ConfigError(f"config key 'datamodule.source': only community_small and grid can be generated, "
+                              f"not {name!r}")
         spec = GENERIC[name]
         self.name, self.source, self.path = name, source, path
-        self.n_graphs, self.gen_seed = int(n_graphs), int(gen_seed)
-        self.max_nodes = int(max_nodes or spec["max_nodes"])
-        self.max_feat = int(max_feat or spec["max_feat"])
+        self.n_graphs = check_int(n_graphs, "datamodule.n_graphs", minimum=2)
+        self.gen_seed = check_int(gen_seed, "datamodule.gen_seed")
+        self.max_nodes = check_int(max_nodes or spec["max_nodes"], "datamodule.max_nodes", minimum=1)
+        self.max_feat = check_int(max_feat or spec["max_feat"], "datamodule.max_feat", minimum=1)
         self.train_graphs: list[nx.Graph] = []
         self.test_graphs: list[nx.Graph] = []
 
@@ -186,20 +203,32 @@ class GenericGraphDataModule(_GraphDataModuleBase):
         if self.source == "generate":
             gen = generate_community_small if self.name == "community_small" else generate_grid
             return gen(self.n_graphs, seed=self.gen_seed)
-        path = Path(self.path) if self.path else data_root() / "graphs" / GENERIC[self.name]["file"]
+        path = self.file()
         if not path.exists():
-            raise FileNotFoundError(f"graph file not found: {path} (set WORKBENCH_DATA, or use source=generate)")
+            raise DataFileNotFound("graph file not found (set WORKBENCH_DATA or datamodule.path, or use "
+                                   "datamodule.source=generate)", file=path)
         return read_graph_json(path)
+
+    def file(self) -> Path:
+        """The graph file read with ``source="file"``."""
+        return Path(self.path) if self.path else data_root() / "graphs" / GENERIC[self.name]["file"]
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_graphs:
             return
         graphs = self.load_graphs()
-        self.train_graphs, self.test_graphs = gdss_split(graphs)
-        src = f"{self.name} ({self.source})"
-        self.train_set = graphs_to_tensors(self.train_graphs, self.max_nodes, self.max_feat, src)
-        self.test_set = graphs_to_tensors(self.test_graphs, self.max_nodes, self.max_feat, src)
+        src = str(self.file()) if self.source == "file" else f"{self.name} (generated)"
+        if len(graphs) < 2:
+            raise DataError(f"{len(graphs)} graph(s): at least 2 are needed (one for training, one for the test split)",
+                            file=src)
+        k = max(1, int(0.2 * len(graphs)))  # GDSS's split (gdss_split), with at least one test graph
+        train_graphs, test_graphs = list(graphs[k:]), list(graphs[:k])
+        self.train_set = graphs_to_tensors(train_graphs, self.max_nodes, self.max_feat, src)
+        self.test_set = graphs_to_tensors(test_graphs, self.max_nodes, self.max_feat, src)
+        self.train_graphs, self.test_graphs = train_graphs, test_graphs
         self.val_set = self.test_set
+        print(f"workbench: {src}: {len(self.train_set)} training / {len(self.test_set)} test graphs "
+              "(GDSS split: first 20 % test)", file=sys.stderr)
 
     def reference(self) -> list[nx.Graph]:
         """The test graphs (GDSS evaluates against the test split)."""
@@ -234,36 +263,66 @@ class MoleculeDataModule(_GraphDataModuleBase):
     rows are the test set: QM9's default 13,082 is the size of the published split). With
     ``limit``, the head of the file keeps the test share ``test_size`` / (rows in the file). Pass
     ``test_index`` (e.g. ``valid_idx_qm9.json``) when reading the original GDB-ordered CSV.
+    A CSV of one's own (``path``) does not inherit the dataset's published split: unless
+    ``test_index``, ``test_size`` or ``test_fraction`` is given, a random ``test_fraction`` = 0.1
+    of its rows (at least one) is the test set. A split that leaves no training or no test molecule
+    is refused; the split sizes are printed to stderr.
 
     Invalid SMILES and molecules outside the vocabulary or over ``max_atoms`` are dropped with
-    one counted warning that names the file and the reasons.
+    one counted warning (:class:`~workbench.errors.InputWarning`, repeated when the cached encoding
+    is reused) that names the file, counts each reason, gives the first lines and the file listing
+    every dropped row (next to the cache). If every molecule is dropped it is an error.
 
     Args:
         dataset: ``"qm9"`` or ``"zinc250k"`` (sets defaults for the rest).
         path, smiles_column, atoms, max_atoms: override for a user's own CSV.
-        test_index, test_size, split_seed: the test split (a file of row indices, or a random
-            ``test_size`` rows of the whole file drawn with ``split_seed``).
+        test_index, test_size, test_fraction, split_seed: the test split (a JSON file of 0-based row
+            indices, or a random ``test_size`` rows / ``test_fraction`` of the rows drawn with
+            ``split_seed``).
         train_subset: use only this many training molecules (a fixed random subset).
         limit: read only the first ``limit`` rows (quick experiments).
     """
 
     def __init__(self, dataset: str = "qm9", path: str | None = None, smiles_column: str | None = None,
                  atoms: Sequence[str] | None = None, max_atoms: int | None = None, test_index: str | None = None,
-                 test_size: int | None = None, split_seed: int = 42, train_subset: int | None = None,
-                 limit: int | None = None, cache: bool = True, batch_size: int = 1024, num_workers: int = 0,
-                 seed: int = 0) -> None:
+                 test_size: int | None = None, test_fraction: float | None = None, split_seed: int = 42,
+                 train_subset: int | None = None, limit: int | None = None, cache: bool = True,
+                 batch_size: int = 1024, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if dataset not in MOLECULES:
-            raise ValueError(f"unknown molecule dataset {dataset!r}; choose one of {sorted(MOLECULES)}")
+            raise ConfigError(f"config key 'datamodule.dataset': unknown molecule dataset {dataset!r}; choose one "
+                              f"of {sorted(MOLECULES)}")
         spec = MOLECULES[dataset]
         self.dataset = dataset
-        self.path = Path(path) if path else data_root() / "graphs" / spec["file"]
+        default = data_root() / "graphs" / spec["file"]
+        self.path = Path(path) if path else default
+        own = path is not None and str(path) != "" and self.path.resolve() != default.resolve()
         self.column = smiles_column or spec["column"]
+        if atoms is not None and (isinstance(atoms, str) or not all(isinstance(a, str) and a for a in atoms)):
+            raise ConfigError(f"config key 'datamodule.atoms' must be a list of element symbols, got {atoms!r}")
         self.atoms = tuple(atoms or spec["atoms"])
-        self.max_atoms = int(max_atoms or spec["max_atoms"])
-        self.test_index = test_index if test_index is not None else spec["test_index"]
-        self.test_size = test_size if test_size is not None else spec["test_size"]
-        self.split_seed, self.train_subset, self.limit, self.cache = int(split_seed), train_subset, limit, cache
+        self.max_atoms = check_int(max_atoms or spec["max_atoms"], "datamodule.max_atoms", minimum=1)
+        test_size = check_int(test_size, "datamodule.test_size", minimum=1, allow_none=True)
+        test_fraction = check_number(test_fraction, "datamodule.test_fraction", minimum=0.0, maximum=1.0,
+                                     exclusive_minimum=True, allow_none=True)
+        if test_fraction == 1.0:
+            raise ConfigError("config key 'datamodule.test_fraction' must be < 1 (some molecules must be left "
+                              "for training), got 1")
+        given = [k for k, v in (("test_index", test_index or None), ("test_size", test_size),
+                                ("test_fraction", test_fraction)) if v is not None]
+        if len(given) > 1:
+            raise ConfigError(f"config keys {' and '.join('datamodule.' + k for k in given)} both set the test "
+                              "split; set only one")
+        if given:  # the user's own split
+            self.test_index, self.test_size, self.test_fraction = test_index or None, test_size, test_fraction
+        elif own:  # a CSV of one's own: the published split of `dataset` does not apply to it
+            self.test_index, self.test_size, self.test_fraction = None, None, 0.1
+        else:
+            self.test_index, self.test_size, self.test_fraction = spec["test_index"], spec["test_size"], None
+        self.split_seed = check_int(split_seed, "datamodule.split_seed")
+        self.train_subset = check_int(train_subset, "datamodule.train_subset", minimum=1, allow_none=True)
+        self.limit = check_int(limit, "datamodule.limit", minimum=1, allow_none=True)
+        self.cache = bool(cache)
         self.train_smiles: list[str] = []
         self.test_smiles: list[str] = []
 
@@ -271,38 +330,46 @@ class MoleculeDataModule(_GraphDataModuleBase):
     def _cache_file(self) -> Path:
         st = self.path.stat()
         key = json.dumps([str(self.path.resolve()), st.st_size, int(st.st_mtime), self.column, self.atoms,
-                          self.max_atoms, self.limit, 1])
+                          self.max_atoms, self.limit, 2])
         return cache_dir() / "graphs" / f"{self.dataset}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
     def encode_all(self) -> dict[str, np.ndarray]:
         """Encode every row (cached). Returns arrays ``types [n, N]``, ``adj [n, N, N]`` (uint8),
-        ``row`` (CSV row of each kept molecule) and ``smiles`` (canonical)."""
+        ``row`` (CSV row of each kept molecule) and ``smiles`` (canonical), and the dropped rows
+        (``dropped_row``, ``dropped_smiles``, ``dropped_reason``). Drops are reported by
+        :meth:`report_drops` (an error if nothing is left, else a warning), also on a cache hit."""
         if not self.path.exists():
-            raise FileNotFoundError(f"SMILES file not found: {self.path} (set WORKBENCH_DATA or pass path=)")
+            raise DataFileNotFound("SMILES file not found (set WORKBENCH_DATA or datamodule.path)", file=self.path)
         cache = self._cache_file()
         if self.cache and cache.exists():
             with np.load(cache, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
+                out = {k: z[k] for k in z.files}
+            self.report_drops(out)
+            return out
         from .io import canonical_smiles
 
         smiles = read_smiles_csv(self.path, self.column, self.limit)
-        types, adjs, rows, canon, reasons = [], [], [], [], {}
+        types, adjs, rows, canon = [], [], [], []
+        dropped: list[tuple[int, str, str]] = []
         for i, s in enumerate(tqdm(smiles, desc=f"encoding {self.path.name}", mininterval=2)):
             try:
                 t, a = encode_molecule(s, self.atoms, self.max_atoms)
             except MoleculeError as e:
-                why = str(e).split(" ", 1)[0] if str(e).startswith("invalid") else str(e).split(" has ")[-1][:40]
-                reasons[why] = reasons.get(why, 0) + 1
+                dropped.append((i, s, e.reason + (f":{e.detail}" if e.detail else "")))
                 continue
             types.append(t.astype(np.int8))
             adjs.append(a.astype(np.uint8))
             rows.append(i)
             canon.append(canonical_smiles(s))
-        dropped = len(smiles) - len(rows)
-        if dropped:
-            warnings.warn(f"{self.path}: dropped {dropped} of {len(smiles)} molecules ({reasons})", stacklevel=2)
-        out = {"types": np.stack(types), "adj": np.stack(adjs), "row": np.asarray(rows, dtype=np.int64),
-               "smiles": np.asarray(canon, dtype=np.str_), "n_rows": np.asarray(len(smiles))}
+        N = self.max_atoms
+        out = {"types": np.stack(types) if types else np.zeros((0, N), np.int8),
+               "adj": np.stack(adjs) if adjs else np.zeros((0, N, N), np.uint8),
+               "row": np.asarray(rows, dtype=np.int64),
+               "smiles": np.asarray(canon, dtype=np.str_), "n_rows": np.asarray(len(smiles)),
+               "dropped_row": np.asarray([d[0] for d in dropped], dtype=np.int64),
+               "dropped_smiles": np.asarray([d[1] for d in dropped], dtype=np.str_),
+               "dropped_reason": np.asarray([d[2] for d in dropped], dtype=np.str_)}
+        self.report_drops(out)  # before caching: an all-dropped encoding is an error, not a cache entry
         if self.cache:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_name(cache.stem + ".tmp.npz")
@@ -310,36 +377,110 @@ class MoleculeDataModule(_GraphDataModuleBase):
             tmp.replace(cache)
         return out
 
+    def dropped_file(self) -> Path:
+        """Where the full list of dropped rows is written (next to the cached encoding)."""
+        cache = self._cache_file()
+        return cache.with_name(cache.stem + ".dropped.csv")
+
+    def report_drops(self, enc: dict[str, np.ndarray]) -> None:
+        """All molecules dropped -> :class:`DataError` counting each reason; some dropped ->
+        :class:`InputWarning` with the count, the first lines and the file listing them all."""
+        reasons = [str(r) for r in enc.get("dropped_reason", np.zeros(0, np.str_))]
+        if not reasons:
+            return
+        n_rows, kept = int(enc["n_rows"]), len(enc["row"])
+        counts: dict[str, int] = {}
+        outside: set[str] = set()
+        for r in reasons:
+            kind, _, detail = r.partition(":")
+            counts[kind] = counts.get(kind, 0) + 1
+            if kind == "atom" and detail:
+                outside.add(detail)
+        words = []
+        for kind, k in counts.items():
+            what = MOLECULE_DROP_REASONS.get(kind, kind)
+            if kind == "too_many_atoms":
+                what = f"more than max_atoms={self.max_atoms} heavy atoms"
+            elif kind == "atom":
+                what = f"atoms outside the vocabulary {list(self.atoms)} ({', '.join(sorted(outside))})"
+            words.append(f"{k} with {what}" if kind in ("too_many_atoms", "atom", "bond") else f"{k} {what}")
+        lines = first_rows([int(i) + 2 for i in enc["dropped_row"]])  # file lines: the header is line 1
+        if kept == 0:
+            raise DataError(f"all {n_rows} molecules in column {self.column!r} were dropped: {'; '.join(words)} "
+                            f"(lines {lines}); check datamodule.smiles_column, atoms and max_atoms", file=self.path)
+        listing = self.dropped_file()
+        try:
+            listing.parent.mkdir(parents=True, exist_ok=True)
+            from workbench.data import atomic_write
+
+            with atomic_write(listing) as f:
+                f.write("row,line,reason,smiles\n")
+                for i, s, r in zip(enc["dropped_row"], enc["dropped_smiles"], reasons):
+                    f.write(f"{int(i)},{int(i) + 2},{r},{json.dumps(str(s))}\n")
+            where = f"the full list is in {listing}"
+        except OSError as e:
+            where = f"the full list could not be written to {listing} ({e})"
+        warn_input(f"{self.path}: dropped {len(reasons)} of {n_rows} molecules: {'; '.join(words)} "
+                   f"(lines {lines}); {where}")
+
     def _test_rows(self, n_rows: int) -> np.ndarray:
+        """CSV rows (0-based, of the rows read) of the test split."""
         if self.test_index:
             p = Path(self.test_index)
             if not p.is_absolute() and not p.exists():
                 p = data_root() / "graphs" / p
-            with open(p, encoding="utf-8") as f:
-                idx = json.load(f)
-            if isinstance(idx, dict):
-                idx = idx.get("valid_idxs", [])
-            return np.asarray([int(i) for i in idx], dtype=np.int64)
-        if self.test_size is None:
-            raise ValueError(f"{self.path}: no test split: pass test_size= or test_index=")
-        size = int(self.test_size)
-        if self.limit is not None:
-            # test_size is that of the whole file: a head of it keeps the same test share
-            total = len(read_smiles_csv(self.path, self.column))
-            size = max(1, int(round(size * n_rows / total)))
+            if not p.exists():
+                raise DataFileNotFound("test index file not found (datamodule.test_index; relative names are "
+                                       "also looked up under $WORKBENCH_DATA/graphs)", file=p)
+            try:
+                with open(p, encoding="utf-8") as f:
+                    idx = json.load(f)
+                if isinstance(idx, dict):
+                    idx = idx.get("valid_idxs", [])
+                idx = np.asarray([int(i) for i in idx], dtype=np.int64)
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError) as e:
+                raise GraphFormatError("not a JSON list of row indices (or an object with a 'valid_idxs' list) "
+                                       f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})",
+                                       file=p) from e
+            total = n_rows if self.limit is None else len(read_smiles_csv(self.path, self.column))
+            bad = idx[(idx < 0) | (idx >= total)]
+            if len(bad):
+                raise DataError(f"{len(bad)} of {len(idx)} test indices are outside the {total} rows (0..{total - 1}) "
+                                f"of {self.path}: {first_rows(bad.tolist())}", file=p)
+            return idx[idx < n_rows]  # with `limit`, the indices beyond the head read are not in it
+        if self.test_fraction is not None:
+            size = max(1, int(round(self.test_fraction * n_rows)))
+        else:
+            size = int(self.test_size)
+            if self.limit is not None:
+                # test_size is that of the whole file: a head of it keeps the same test share
+                total = len(read_smiles_csv(self.path, self.column))
+                size = max(1, int(round(size * n_rows / total)))
         if size >= n_rows:
-            raise ValueError(f"{self.path}: a test split of {size} leaves no training rows out of {n_rows}; "
-                             "pass a smaller test_size= or a test_index=")
+            raise DataError(f"a test split of {size} rows leaves no training rows out of {n_rows}: set a smaller "
+                            "datamodule.test_size, or datamodule.test_fraction", file=self.path)
         perm = np.random.default_rng(self.split_seed).permutation(n_rows)
         return np.sort(perm[:size])
+
+    def _split_words(self) -> str:
+        if self.test_index:
+            return f"test rows from {self.test_index}"
+        if self.test_fraction is not None:
+            return f"test_fraction={self.test_fraction:g}, split_seed={self.split_seed}"
+        return f"test_size={self.test_size}, split_seed={self.split_seed}"
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_smiles:
             return
         enc = self.encode_all()
         test_rows = set(self._test_rows(int(enc["n_rows"])).tolist())
-        is_test = np.asarray([r in test_rows for r in enc["row"]])
+        is_test = np.asarray([r in test_rows for r in enc["row"]], dtype=bool)
         train_idx, test_idx = np.nonzero(~is_test)[0], np.nonzero(is_test)[0]
+        if not len(train_idx) or not len(test_idx):
+            empty = "training" if not len(train_idx) else "test"
+            raise DataError(f"the {empty} split is empty: {len(train_idx)} training / {len(test_idx)} test molecules "
+                            f"of {len(enc['row'])} kept ({self._split_words()}); change datamodule.test_index, "
+                            "test_size or test_fraction", file=self.path)
         self.train_smiles = enc["smiles"][train_idx].tolist()  # full train set: the novelty reference
         if self.train_subset:
             rng = np.random.default_rng(self.split_seed + 1)
@@ -348,6 +489,9 @@ class MoleculeDataModule(_GraphDataModuleBase):
         self.train_set = self._dataset(enc, train_idx)
         self.test_set = self._dataset(enc, test_idx)
         self.val_set = self._dataset(enc, test_idx[: min(len(test_idx), 2 * self.batch_size)])
+        print(f"workbench: {self.path}: {len(self.train_set)} training"
+              f"{f' (subset of {len(self.train_smiles)})' if self.train_subset else ''} / {len(test_idx)} test "
+              f"molecules ({self._split_words()})", file=sys.stderr)
 
     def _dataset(self, enc: dict[str, np.ndarray], idx: np.ndarray) -> DenseGraphDataset:
         types = torch.as_tensor(enc["types"][idx]).long()

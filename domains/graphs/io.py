@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -21,8 +22,10 @@ from typing import Iterable, Sequence
 import networkx as nx
 import numpy as np
 
+from workbench.errors import DataError, first_rows, warn_input
+
 __all__ = [
-    "GraphFormatError", "MoleculeError", "read_graph_json", "gdss_split", "generate_community_small",
+    "GraphFormatError", "DataFileNotFound", "MoleculeError", "read_graph_json", "gdss_split", "generate_community_small",
     "generate_grid", "read_smiles_csv", "encode_molecule", "decode_molecule", "correct_valency",
     "largest_fragment", "write_sdf", "write_smiles", "QM9_ATOMS", "ZINC_ATOMS", "ATOM_VALENCY",
 ]
@@ -33,12 +36,32 @@ ZINC_ATOMS = ("C", "N", "O", "F", "P", "S", "Cl", "Br", "I")
 ATOM_VALENCY = {"C": 4, "N": 3, "O": 2, "F": 1, "P": 3, "S": 2, "Cl": 1, "Br": 1, "I": 1}
 
 
-class GraphFormatError(ValueError):
-    """A graph file that does not parse; the message names the file and the problem."""
+class GraphFormatError(DataError):
+    """A graph or SMILES file that does not parse; the message names the file, where, and the problem."""
+
+
+class DataFileNotFound(DataError, FileNotFoundError):
+    """A data file that does not exist; the message names it and how it is looked up."""
 
 
 class MoleculeError(ValueError):
-    """A molecule that cannot be encoded (invalid SMILES, unknown atom, too many atoms)."""
+    """A molecule that cannot be encoded (invalid SMILES, unknown atom, too many atoms).
+
+    ``reason`` is one of :data:`MOLECULE_DROP_REASONS`' keys, for counted reports."""
+
+    def __init__(self, message: str, reason: str = "invalid", detail: str = "") -> None:
+        super().__init__(message)
+        self.reason, self.detail = reason, detail
+
+
+#: why a molecule is dropped while encoding (MoleculeError.reason -> words for messages)
+MOLECULE_DROP_REASONS = {
+    "invalid": "invalid SMILES",
+    "empty": "empty molecule",
+    "too_many_atoms": "more heavy atoms than max_atoms",
+    "atom": "atoms outside the vocabulary",
+    "bond": "bonds other than single/double/triple after kekulization",
+}
 
 
 # -- generic graphs ------------------------------------------------------------------------------
@@ -47,29 +70,53 @@ def _open_text(path: str | os.PathLike) -> io.TextIOBase:
     return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
 
 
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
 def read_graph_json(path: str | os.PathLike) -> list[nx.Graph]:
-    """Read ``{"graphs": [{"num_nodes": n, "edges": [[u, v], ...]}, ...]}`` (optionally gzipped)."""
+    """Read ``{"graphs": [{"num_nodes": n, "edges": [[u, v], ...]}, ...]}`` (optionally gzipped).
+
+    Raises :class:`GraphFormatError` (a :class:`~workbench.errors.DataError`) naming the file and
+    the graph for a missing, damaged or truncated file, an empty list, a negative node count or an
+    edge outside the node range; self loops are removed with a counted warning."""
+    if not Path(path).exists():
+        raise DataFileNotFound("graph file not found", file=path)
     try:
         with _open_text(path) as f:
             data = json.load(f)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, EOFError) as e:
-        raise GraphFormatError(f"{path}: not a readable JSON graph list ({type(e).__name__}: {e})") from e
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, EOFError, zlib.error) as e:
+        damaged = "truncated or damaged gzip file" if str(path).endswith(".gz") and not isinstance(
+            e, (json.JSONDecodeError, UnicodeDecodeError)) else "not a readable JSON graph list"
+        raise GraphFormatError(f"{damaged} ({_one_line(e)})", file=path) from e
     if not isinstance(data, dict) or not isinstance(data.get("graphs"), list):
-        raise GraphFormatError(f"{path}: expected an object with a 'graphs' list")
-    graphs = []
+        raise GraphFormatError("expected a JSON object with a 'graphs' list", file=path)
+    if not data["graphs"]:
+        raise GraphFormatError("the 'graphs' list is empty: nothing to train on", file=path)
+    graphs, loops = [], []
     for i, g in enumerate(data["graphs"]):
         try:
             n = int(g["num_nodes"])
             edges = [(int(u), int(v)) for u, v in g["edges"]]
         except (KeyError, TypeError, ValueError) as e:
-            raise GraphFormatError(f"{path}: graph {i} lacks 'num_nodes'/'edges' pairs ({e})") from e
+            raise GraphFormatError(f"needs 'num_nodes' and a list of [u, v] 'edges' ({_one_line(e)})", file=path,
+                                   where=f"graph {i}") from e
+        if n < 0:
+            raise GraphFormatError(f"num_nodes is negative ({n})", file=path, where=f"graph {i}")
         bad = [(u, v) for u, v in edges if not (0 <= u < n and 0 <= v < n)]
         if bad:
-            raise GraphFormatError(f"{path}: graph {i} has edges outside 0..{n - 1}: {bad[:3]}")
+            raise GraphFormatError(f"{len(bad)} edge(s) outside the node range 0..{n - 1}, e.g. "
+                                   f"{', '.join(map(str, bad[:3]))}", file=path, where=f"graph {i}")
+        if any(u == v for u, v in edges):
+            loops.append(i)
         G = nx.Graph()
         G.add_nodes_from(range(n))
         G.add_edges_from((u, v) for u, v in edges if u != v)
         graphs.append(G)
+    if loops:
+        warn_input(f"{path}: removed self loops from {len(loops)} of {len(graphs)} graphs (graphs "
+                   f"{first_rows(loops)}); GDSS's adjacency has a zero diagonal")
     return graphs
 
 
@@ -116,22 +163,31 @@ def generate_grid(n: int = 100, seed: int = 0) -> list[nx.Graph]:
 
 # -- molecules ----------------------------------------------------------------------------------------
 def read_smiles_csv(path: str | os.PathLike, column: str = "smiles", limit: int | None = None) -> list[str]:
-    """SMILES strings from a CSV (``.gz`` accepted) column ``column``, in file order."""
+    """SMILES strings from a CSV (``.gz`` accepted) column ``column``, in file order.
+
+    Raises :class:`GraphFormatError` naming the file for an empty or header-only file, a missing
+    column (listing the columns there are) or a damaged / truncated file."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"SMILES file not found: {path}")
+        raise DataFileNotFound("SMILES file not found (set WORKBENCH_DATA or datamodule.path)", file=path)
     try:
         with _open_text(path) as f:
             reader = csv.DictReader(f)
-            if reader.fieldnames is None or column not in reader.fieldnames:
-                raise GraphFormatError(f"{path}: no column {column!r}; columns are {reader.fieldnames}")
+            if reader.fieldnames is None:
+                raise GraphFormatError("the CSV file is empty (no header line, no rows)", file=path)
+            if column not in reader.fieldnames:
+                raise GraphFormatError(f"no column {column!r}; the columns are "
+                                       f"{', '.join(repr(c) for c in reader.fieldnames)} "
+                                       "(set datamodule.smiles_column)", file=path)
             out = []
             for row in reader:
                 out.append((row[column] or "").strip())
                 if limit is not None and len(out) >= limit:
                     break
-    except (OSError, UnicodeDecodeError, EOFError, csv.Error) as e:
-        raise GraphFormatError(f"{path}: cannot read CSV ({type(e).__name__}: {e})") from e
+    except (OSError, UnicodeDecodeError, EOFError, csv.Error, zlib.error) as e:
+        raise GraphFormatError(f"cannot read the CSV file, truncated or damaged? ({_one_line(e)})", file=path) from e
+    if not out:
+        raise GraphFormatError(f"the CSV file has a header but no rows: no molecules in column {column!r}", file=path)
     return out
 
 
@@ -174,27 +230,27 @@ def encode_molecule(smiles: str, atoms: Sequence[str], max_atoms: int) -> tuple[
     Chem = _rdkit()
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:
-        raise MoleculeError(f"invalid SMILES {smiles!r}")
+        raise MoleculeError(f"invalid SMILES {smiles!r}", "invalid")
     mol = Chem.MolFromSmiles(Chem.MolToSmiles(mol, isomericSmiles=False))
     Chem.Kekulize(mol, clearAromaticFlags=True)
     n = mol.GetNumAtoms()
     if n == 0:
-        raise MoleculeError(f"empty molecule {smiles!r}")
+        raise MoleculeError(f"empty molecule {smiles!r}", "empty")
     if n > max_atoms:
-        raise MoleculeError(f"{smiles!r} has {n} heavy atoms, more than max_atoms={max_atoms}")
+        raise MoleculeError(f"{smiles!r} has {n} heavy atoms, more than max_atoms={max_atoms}", "too_many_atoms")
     index = {a: i for i, a in enumerate(atoms)}
     types = np.full(max_atoms, -1, dtype=np.int64)
     for a in mol.GetAtoms():
         sym = a.GetSymbol()
         if sym not in index:
-            raise MoleculeError(f"{smiles!r} has atom {sym!r} outside the vocabulary {list(atoms)}")
+            raise MoleculeError(f"{smiles!r} has atom {sym!r} outside the vocabulary {list(atoms)}", "atom", sym)
         types[a.GetIdx()] = index[sym]
     adj = np.zeros((max_atoms, max_atoms), dtype=np.int64)
     orders = {Chem.BondType.SINGLE: 1, Chem.BondType.DOUBLE: 2, Chem.BondType.TRIPLE: 3}
     for b in mol.GetBonds():
         bt = b.GetBondType()
         if bt not in orders:
-            raise MoleculeError(f"{smiles!r} has a {bt} bond after kekulization")
+            raise MoleculeError(f"{smiles!r} has a {bt} bond after kekulization", "bond")
         i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
         adj[i, j] = adj[j, i] = orders[bt]
     return types, adj
