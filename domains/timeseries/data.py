@@ -22,9 +22,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from workbench.data import DomainDataModule, find_data
+from workbench.errors import ConfigError, check_int
 
-from .io import (DataError, TimeSeries, TimeSeriesDataset, normalize_freq, read_gluonts, read_m4, read_wide_csv,
-                 rolling_test)
+from .io import (DataError, TimeSeries, TimeSeriesDataset, normalize_freq, read_csv, read_gluonts, read_jsonl, read_m4,
+                 read_wide_csv, rolling_test)
 
 __all__ = ["lags_for_freq", "mean_scale", "window", "DATASETS", "FREQ", "dataset_freq", "window_channels",
            "load_dataset", "synthetic_dataset",
@@ -156,12 +157,71 @@ PAPER_ONLY = {
 }
 
 
-def load_dataset(name: str | TimeSeriesDataset) -> TimeSeriesDataset:
+def _form(path: Path) -> str:
+    """``gluonts`` (a folder or tar archive), ``jsonl`` or ``csv``, by the file's form, not its name alone."""
+    import gzip
+    import tarfile
+
+    if path.is_dir():
+        return "gluonts"
+    try:
+        if tarfile.is_tarfile(path):
+            return "gluonts"
+    except (OSError, EOFError):
+        pass
+    low = path.name.lower()
+    if low.endswith((".json", ".jsonl", ".json.gz", ".jsonl.gz", ".ndjson")):
+        return "jsonl"
+    if low.endswith((".tar", ".tar.gz", ".tgz")):
+        return "gluonts"  # not a tar archive after all: read_gluonts says so, naming the file
+    try:
+        with (gzip.open(path, "rt", errors="replace") if low.endswith(".gz") else
+              open(path, encoding="utf-8", errors="replace")) as fh:
+            head = fh.read(4096).lstrip()
+    except (OSError, EOFError):
+        return "csv"
+    return "jsonl" if head.startswith("{") else "csv"
+
+
+def load_path(path: str | os.PathLike, *, prediction_length: int | None = None, freq: str | None = None,
+              test_windows: int | None = None, date_column: str | None = None) -> TimeSeriesDataset:
+    """A dataset from a path, recognised by its form: a GluonTS folder or ``.tar.gz`` (metadata,
+    train, test), a GluonTS JSON-lines file (one series per line; needs ``freq``), or a CSV (one
+    series per column, a date column or ``freq``). The JSON-lines and CSV forms get the rolling
+    test split: the last ``prediction_length * test_windows`` points of each series (default 1 window)."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError("no such file or folder (datamodule.dataset)", file=p)
+    form = _form(p)
+    if form == "gluonts":
+        if p.is_dir() and not any(p.glob("train/*.json*")) and not any(p.glob("*/train/*.json*")):
+            raise DataError("a folder given as the dataset must be a GluonTS dataset with train/*.json "
+                            "(and metadata/, test/); give a CSV or JSON-lines file directly", file=p)
+        return read_gluonts(p, freq=freq, prediction_length=prediction_length)
+    if prediction_length is None:
+        raise ConfigError(f"datamodule.prediction_length must be set for the {form.upper()} file {p} (the "
+                          "horizon of its test windows; GluonTS folders carry it in their metadata)")
+    windows = 1 if test_windows is None else test_windows
+    if form == "jsonl":
+        if freq is None:
+            raise ConfigError(f"datamodule.freq must be set for the JSON-lines file {p} (e.g. H, D, B; GluonTS "
+                              "folders carry it in their metadata)")
+        series = read_jsonl(p, freq)
+        train, test = rolling_test(series, prediction_length, windows, name=p)
+        return TimeSeriesDataset(p.name.split(".")[0], series[0].freq, int(prediction_length), train, test, str(p))
+    return read_csv(p, prediction_length=prediction_length, windows=windows, freq=freq, date_column=date_column)
+
+
+def load_dataset(name: str | TimeSeriesDataset, **path_options: Any) -> TimeSeriesDataset:
     """A named dataset (``synthetic``, ``m4_hourly``, ``exchange_rate_nips``, ``exchange_rate``,
     ``etth1``, or a paper dataset as a GluonTS folder/archive under
-    ``$WORKBENCH_DATA/timeseries/``), a path to a GluonTS folder/archive, or a dataset."""
+    ``$WORKBENCH_DATA/timeseries/``), a path (a GluonTS folder/archive, a JSON-lines file or a
+    CSV: :func:`load_path`, which takes ``path_options``), or a dataset."""
     if isinstance(name, TimeSeriesDataset):
         return name
+    if not isinstance(name, (str, os.PathLike)):
+        raise ConfigError(f"datamodule.dataset must be a dataset name or a path, got {name!r}")
+    name = str(name)
     if name in DATASETS:
         return DATASETS[name]()
     if name in PAPER_ONLY:
@@ -175,26 +235,37 @@ def load_dataset(name: str | TimeSeriesDataset) -> TimeSeriesDataset:
             f"publishes it (gluonts.dataset.repository.get_dataset({name!r})): save it there as a GluonTS "
             "folder or .tar.gz")
     if os.path.exists(name):
-        return read_gluonts(name)
-    raise DataError(f"unknown time-series dataset {name!r}; use one of {sorted(DATASETS) + sorted(PAPER_ONLY)} "
-                    "or a path to a GluonTS dataset")
+        return load_path(name, **path_options)
+    raise DataError(f"unknown time-series dataset {name!r} (datamodule.dataset): no such file, and not one of "
+                    f"{sorted(DATASETS) + sorted(PAPER_ONLY)}; give a name, or a path to a CSV, a JSON-lines "
+                    "file or a GluonTS folder")
 
 
-def dataset_freq(dataset: str | TimeSeriesDataset) -> str:
-    """The frequency of a dataset: from :data:`FREQ` for a named one (nothing is read), else
-    of the loaded data (a path, or a :class:`TimeSeriesDataset`)."""
+def dataset_freq(dataset: str | TimeSeriesDataset, freq: str | None = None, **path_options: Any) -> str:
+    """The frequency of a dataset: ``freq`` when given, from :data:`FREQ` for a named one (nothing
+    is read), else of the loaded data (a path, or a :class:`TimeSeriesDataset`)."""
     if isinstance(dataset, TimeSeriesDataset):
         return dataset.freq
     if isinstance(dataset, str) and dataset in FREQ:
         return FREQ[dataset]
-    return load_dataset(dataset).freq
+    if freq is not None:
+        return normalize_freq(freq)
+    return load_dataset(dataset, **path_options).freq
 
 
-def window_channels(dataset: str | TimeSeriesDataset, use_lags: bool) -> int:
+def window_channels(dataset: str | TimeSeriesDataset, use_lags: bool, freq: str | None = None,
+                    **path_options: Any) -> int:
     """Channels of a window of ``dataset``: the value plus one per TSDiff lag of its frequency
     (``1 + len(lags_for_freq(freq))``, or 1 without lags). The configs give it to the network as
-    its ``input_dim``, from the datamodule's ``dataset`` and ``use_lags``, so the two agree."""
-    return 1 + (len(lags_for_freq(dataset_freq(dataset))) if use_lags else 0)
+    its ``input_dim``, from the datamodule's ``dataset``, ``use_lags`` and ``freq`` (and, for a
+    file, the options that read it), so the two agree."""
+    if not use_lags:
+        return 1
+    f = dataset_freq(dataset, freq, **path_options)
+    try:
+        return 1 + len(lags_for_freq(f))
+    except ValueError as e:
+        raise ConfigError(f"datamodule.use_lags: {e}") from None
 
 
 def split_validation(train: list[TimeSeries], prediction_length: int, windows: int,
@@ -271,9 +342,13 @@ class TimeSeriesDataModule(DomainDataModule):
     """TSDiff's data: windows of C + P steps, mean-scaled on the context, with lag channels.
 
     Args:
-        dataset: a name (see :func:`load_dataset`), a path, or a :class:`TimeSeriesDataset`.
+        dataset: a name (see :func:`load_dataset`), a path (a CSV, a JSON-lines file or a GluonTS
+            folder/archive, recognised by its form), or a :class:`TimeSeriesDataset`.
         context_length: C.
-        prediction_length: P (default: the dataset's).
+        prediction_length: P (default: the dataset's; required for a CSV or JSON-lines file).
+        freq: the frequency of a JSON-lines file, or of a CSV without a date column (``"H"``, ``"D"`` ...).
+        date_column: the CSV's timestamp column (default: the first column, when it looks like one).
+        test_windows: rolling test windows cut from the end of a CSV / JSON-lines file (default 1).
         use_lags: add TSDiff's lag channels for the frequency.
         batch_size: windows per batch (TSDiff: 64).
         batches_per_epoch: windows drawn per epoch = ``batches_per_epoch * batch_size`` (TSDiff: 128).
@@ -284,15 +359,39 @@ class TimeSeriesDataModule(DomainDataModule):
 
     def __init__(self, dataset: Any = "synthetic", context_length: int = 336, prediction_length: int | None = None,
                  use_lags: bool = True, batch_size: int = 64, batches_per_epoch: int = 128, val_windows: int = 1,
-                 val_batches: int = 4, limit: int | None = None, num_workers: int = 0, seed: int = 0) -> None:
+                 val_batches: int = 4, limit: int | None = None, num_workers: int = 0, seed: int = 0,
+                 freq: str | None = None, date_column: str | None = None, test_windows: int | None = None) -> None:
+        k = "datamodule."
+        batch_size = check_int(batch_size, k + "batch_size", minimum=1)
+        num_workers = check_int(num_workers, k + "num_workers", minimum=0)
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        if dataset is None:
+            raise ConfigError("datamodule.dataset must be set: a dataset name, or a path to a CSV, a JSON-lines "
+                              "file or a GluonTS folder")
         self.dataset_spec = dataset
-        self.context_length = int(context_length)
-        self._prediction_length = prediction_length
+        self.context_length = check_int(context_length, k + "context_length", minimum=1)
+        self._prediction_length = check_int(prediction_length, k + "prediction_length", minimum=1, allow_none=True)
+        if not isinstance(use_lags, (bool, np.bool_)):
+            raise ConfigError(f"config key 'datamodule.use_lags' must be true or false, got {use_lags!r}")
         self.use_lags = bool(use_lags)
-        self.batches_per_epoch, self.val_windows, self.val_batches = int(batches_per_epoch), int(val_windows), int(val_batches)
-        self.limit = limit
+        self.batches_per_epoch = check_int(batches_per_epoch, k + "batches_per_epoch", minimum=1)
+        self.val_windows = check_int(val_windows, k + "val_windows", minimum=0)
+        self.val_batches = check_int(val_batches, k + "val_batches", minimum=1)
+        self.limit = check_int(limit, k + "limit", minimum=1, allow_none=True)
+        self.test_windows = check_int(test_windows, k + "test_windows", minimum=1, allow_none=True)
+        if freq is not None:
+            try:
+                normalize_freq(str(freq))
+            except DataError as e:
+                raise ConfigError(f"config key 'datamodule.freq': {e}") from None
+        self.freq, self.date_column = None if freq is None else str(freq), date_column
         self.dataset: TimeSeriesDataset | None = None
+
+    @property
+    def path_options(self) -> dict[str, Any]:
+        """How a CSV / JSON-lines / GluonTS path is read (see :func:`load_path`)."""
+        return {"prediction_length": self._prediction_length, "freq": self.freq, "test_windows": self.test_windows,
+                "date_column": self.date_column}
 
     # -- setup -------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -301,17 +400,23 @@ class TimeSeriesDataModule(DomainDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
             return
-        ds = load_dataset(self.dataset_spec)
+        ds = load_dataset(self.dataset_spec, **self.path_options)
         if self.limit is not None:
+            if self.limit > len(ds.train):
+                raise ConfigError(f"config key 'datamodule.limit' is {self.limit}, but {ds.name} has only "
+                                  f"{len(ds.train)} train series; lower it or set it to null (all)")
             keep = {s.item_id for s in ds.train[: int(self.limit)]}
             ds = TimeSeriesDataset(ds.name, ds.freq, ds.prediction_length, ds.train[: int(self.limit)],
                                    [s for s in ds.test if s.item_id in keep], ds.source)
         self.dataset = ds
         self.prediction_length = int(self._prediction_length or ds.prediction_length)
         if self.prediction_length != ds.prediction_length:
-            raise DataError(f"{ds.name}: prediction_length {self.prediction_length} differs from the dataset's "
-                            f"{ds.prediction_length}")
-        self.lags = lags_for_freq(ds.freq) if self.use_lags else []
+            raise ConfigError(f"config key 'datamodule.prediction_length' is {self.prediction_length}, but the "
+                              f"dataset {ds.name} is split for {ds.prediction_length}; leave it null for this dataset")
+        try:
+            self.lags = lags_for_freq(ds.freq) if self.use_lags else []
+        except ValueError as e:
+            raise ConfigError(f"config key 'datamodule.use_lags': {e}") from None
         spec = self.dataset_spec
         if self.use_lags and isinstance(spec, str) and spec in FREQ and self.lags != lags_for_freq(FREQ[spec]):
             raise DataError(f"{ds.name}: the data's frequency {ds.freq!r} has other lags than the registered "
@@ -338,7 +443,9 @@ class TimeSeriesDataModule(DomainDataModule):
     @property
     def input_dim(self) -> int:
         """Channels of a window (see :func:`window_channels`)."""
-        return window_channels(self.dataset if self.dataset is not None else self.dataset_spec, self.use_lags)
+        if self.dataset is not None:
+            return window_channels(self.dataset, self.use_lags)
+        return window_channels(self.dataset_spec, self.use_lags, **self.path_options)
 
     def window_of(self, s: TimeSeries, *, horizon_known: bool = True) -> dict[str, torch.Tensor]:
         """The last C + P steps of ``s`` as an item (``horizon_known=False`` hides the last P).
