@@ -61,15 +61,16 @@ class DenseGraphDataset(Dataset):
 
 
 def graphs_to_tensors(graphs: Sequence[nx.Graph], max_nodes: int, max_feat: int,
-                      source: str = "graphs") -> DenseGraphDataset:
+                      source: str = "graphs", first_index: int = 0) -> DenseGraphDataset:
     """GDSS's generic-graph encoding: padded 0/1 adjacency and one-hot node degree features.
 
     Graphs with more than ``max_nodes`` nodes or a degree >= ``max_feat`` are rejected with a
     counted :class:`~workbench.errors.DataError` naming ``source`` and the first graphs; empty graphs
-    are skipped with a counted warning; a list with no non-empty graph is an error.
+    are skipped with a counted warning; a list with no non-empty graph is an error. Graphs are
+    numbered from ``first_index`` in messages (their index in the file).
     """
     kept, empty, too_big, too_deg = [], [], [], []
-    for i, G in enumerate(graphs):
+    for i, G in enumerate(graphs, start=first_index):
         n = G.number_of_nodes()
         if n == 0:
             empty.append(i)
@@ -82,10 +83,11 @@ def graphs_to_tensors(graphs: Sequence[nx.Graph], max_nodes: int, max_feat: int,
             continue
         kept.append(G)
     if too_big or too_deg:
-        raise DataError(f"{len(too_big)} graph(s) exceed max_nodes={max_nodes}"
-                        f"{f' (graphs {first_rows(too_big)})' if too_big else ''} and {len(too_deg)} have a degree "
-                        f">= max_feat={max_feat}{f' (graphs {first_rows(too_deg)})' if too_deg else ''}; raise "
-                        "datamodule.max_nodes / max_feat (and network.max_feat_num)", file=source)
+        parts = ([f"{len(too_big)} graph(s) exceed max_nodes={max_nodes} (graphs {first_rows(too_big)})"]
+                 if too_big else []) + ([f"{len(too_deg)} graph(s) have a node degree >= max_feat={max_feat} (graphs "
+                                         f"{first_rows(too_deg)})"] if too_deg else [])
+        raise DataError(f"{' and '.join(parts)}; raise datamodule.max_nodes / max_feat (and network.max_feat_num)",
+                        file=source)
     if empty:
         if not kept:
             raise DataError(f"all {len(empty)} graphs are empty (no nodes): nothing to train on", file=source)
@@ -223,7 +225,7 @@ class GenericGraphDataModule(_GraphDataModuleBase):
                             file=src)
         k = max(1, int(0.2 * len(graphs)))  # GDSS's split (gdss_split), with at least one test graph
         train_graphs, test_graphs = list(graphs[k:]), list(graphs[:k])
-        self.train_set = graphs_to_tensors(train_graphs, self.max_nodes, self.max_feat, src)
+        self.train_set = graphs_to_tensors(train_graphs, self.max_nodes, self.max_feat, src, first_index=k)
         self.test_set = graphs_to_tensors(test_graphs, self.max_nodes, self.max_feat, src)
         self.train_graphs, self.test_graphs = train_graphs, test_graphs
         self.val_set = self.test_set
@@ -351,7 +353,7 @@ class MoleculeDataModule(_GraphDataModuleBase):
         smiles = read_smiles_csv(self.path, self.column, self.limit)
         types, adjs, rows, canon = [], [], [], []
         dropped: list[tuple[int, str, str]] = []
-        for i, s in enumerate(tqdm(smiles, desc=f"encoding {self.path.name}", mininterval=2)):
+        for i, s in enumerate(tqdm(smiles, desc=f"encoding {self.path.name}", mininterval=2, disable=None)):
             try:
                 t, a = encode_molecule(s, self.atoms, self.max_atoms)
             except MoleculeError as e:

@@ -312,12 +312,20 @@ class GraphMetrics:
         self.with_fcd, self.with_nspdk, self.max_reference = with_fcd, with_nspdk, max_reference
 
     def __call__(self, samples: dict, reference: Any) -> dict[str, float]:
+        from workbench.errors import DataError
+
         if self.kind == "generic":
             from .data import tensors_to_graphs
 
+            if not len(reference):  # every MMD would be NaN
+                raise DataError("the test split holds no graphs to compare the samples with (check the data file "
+                                "and the split)")
             return generic_graph_metrics(tensors_to_graphs(samples["adj"]), reference)
         from .data import decode_samples
 
+        if not len(reference["test"]):  # NSPDK and FCD would be NaN
+            raise DataError("the test split holds no molecules to compare the samples with (check "
+                            "datamodule.test_index / test_size / test_fraction)")
         decoded = decode_samples(samples, self.atoms)
         test = list(reference["test"])
         if self.max_reference and len(test) > self.max_reference:
