@@ -195,9 +195,10 @@ def test_cli_gluonts_bad_start_inside_fit(tmp_path: Path, capsys) -> None:
 @pytest.mark.parametrize("arg,key", [("datamodule.prediction_length=0", "datamodule.prediction_length"),
                                      ("datamodule.context_length=-5", "datamodule.context_length")])
 def test_cli_bad_lengths(tmp_path: Path, capsys, arg: str, key: str) -> None:
+    # old: prediction_length was not a config key (an override needed '+'), and 0 / -5 then trained
     rc, err = _cli([arg], tmp_path, capsys)
     assert rc == 2
-    _one_line(err, key)
+    _one_line(err, key, "must be >= 1")
 
 
 def test_cli_trains_on_a_csv_path_without_plus(tmp_path: Path, capsys) -> None:
