@@ -394,12 +394,28 @@ def forecast_task(module: Any, datamodule: Any, run_dir: Any, *, guidance: Guida
 
     from .baselines import seasonal_naive
 
+    from workbench.errors import ConfigError, DataError, check_int, check_number
+
+    if guidance not in ("quantile", "mse"):
+        raise ConfigError(f"config key 'task.guidance' must be 'quantile' or 'mse', got {guidance!r}")
+    if sampler not in ("ddpm", "ddim"):
+        raise ConfigError(f"config key 'task.sampler' must be 'ddpm' or 'ddim', got {sampler!r}")
+    if split not in ("test", "val"):
+        raise ConfigError(f"config key 'task.split' must be 'test' or 'val', got {split!r}")
+    scale = check_number(scale, "task.scale", minimum=0)
+    num_samples = check_int(num_samples, "task.num_samples", minimum=1)
+    batch_size = check_int(batch_size, "task.batch_size", minimum=1)
+    steps = check_int(steps, "task.steps", minimum=1, allow_none=True)
+    max_series = check_int(max_series, "task.max_series", minimum=1, allow_none=True)
     datamodule.setup("fit")
     entries = list(datamodule.dataset.test if split == "test" else datamodule.val_series)
-    if max_series is not None:
-        entries = entries[: int(max_series)]
     if not entries:
-        return {}
+        if split == "val":
+            raise ConfigError("task.split=val, but there are no validation windows (datamodule.val_windows is 0, or "
+                              "every train series is too short to give one up)")
+        raise DataError("no test series to forecast", file=datamodule.dataset.source or datamodule.dataset.name)
+    if max_series is not None:
+        entries = entries[:max_series]
     model = TSDiff.from_datamodule(module, datamodule)
     fc = model.predict(entries, guidance=guidance, scale=scale, num_samples=num_samples, sampler=sampler,
                        steps=steps, batch_size=batch_size, seed=seed, progress=False)

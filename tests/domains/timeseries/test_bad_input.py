@@ -206,3 +206,25 @@ def test_cli_trains_on_a_csv_path_without_plus(tmp_path: Path, capsys) -> None:
     rc, err = _cli([f"datamodule.dataset={p}", "datamodule.prediction_length=8", "datamodule.limit=2"], tmp_path, capsys)
     assert rc == 0, err
     assert (tmp_path / "run" / "checkpoints").exists()
+
+
+# -- the evaluation task ------------------------------------------------------------------------------
+@pytest.mark.parametrize("kw,key", [({"split": "train"}, "task.split"), ({"max_series": 0}, "task.max_series"),
+                                    ({"num_samples": 0}, "task.num_samples"), ({"guidance": "l1"}, "task.guidance"),
+                                    ({"scale": -1.0}, "task.scale")])
+def test_forecast_task_values_are_checked(tmp_path: Path, kw: dict, key: str) -> None:
+    # old: split="train" silently forecast the validation windows; max_series=0 returned {} (exit 0)
+    from workbench.domains.timeseries.forecast import forecast_task
+
+    dm = TimeSeriesDataModule("synthetic", context_length=48, use_lags=False)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        forecast_task(None, dm, tmp_path, **kw)
+
+
+def test_forecast_task_with_nothing_to_forecast_is_an_error(tmp_path: Path) -> None:
+    # old: returned {} and `workbench evaluate` exited 0 having forecast nothing
+    from workbench.domains.timeseries.forecast import forecast_task
+
+    dm = TimeSeriesDataModule("synthetic", context_length=48, use_lags=False, val_windows=0)
+    with pytest.raises(ConfigError, match=r"task\.split=val, but there are no validation windows"):
+        forecast_task(None, dm, tmp_path, split="val")
