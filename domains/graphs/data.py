@@ -441,9 +441,9 @@ class MoleculeDataModule(_GraphDataModuleBase):
                     idx = idx.get("valid_idxs", [])
                 idx = np.asarray([int(i) for i in idx], dtype=np.int64)
             except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 raise GraphFormatError("not a JSON list of row indices (or an object with a 'valid_idxs' list) "
-                                       f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})",
-                                       file=p) from e
+                                       f"({type(e).__name__}: {first})", file=p) from e
             total = n_rows if self.limit is None else len(read_smiles_csv(self.path, self.column))
             bad = idx[(idx < 0) | (idx >= total)]
             if len(bad):

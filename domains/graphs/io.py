@@ -25,8 +25,8 @@ import numpy as np
 from workbench.errors import DataError, first_rows, warn_input
 
 __all__ = [
-    "GraphFormatError", "DataFileNotFound", "MoleculeError", "read_graph_json", "gdss_split", "generate_community_small",
-    "generate_grid", "read_smiles_csv", "encode_molecule", "decode_molecule", "correct_valency",
+    "GraphFormatError", "DataFileNotFound", "MoleculeError", "MOLECULE_DROP_REASONS", "read_graph_json", "gdss_split",
+    "generate_community_small", "generate_grid", "read_smiles_csv", "encode_molecule", "decode_molecule", "correct_valency",
     "largest_fragment", "write_sdf", "write_smiles", "QM9_ATOMS", "ZINC_ATOMS", "ATOM_VALENCY",
 ]
 
