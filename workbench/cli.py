@@ -130,12 +130,42 @@ def _instantiate(cfg: Any, key: str, **kwargs: Any) -> Any:
         if missing is not None and not target.startswith(missing + ".") and target != missing:
             raise MissingExtra(missing, f"config key '{key}' ({target or 'its value'})") from e
         inner = e.__cause__ if isinstance(e, InstantiationException) and e.__cause__ is not None else e
+        if isinstance(inner, InputError):  # already one sentence naming the key or the file
+            raise inner from None
         if isinstance(e, InstantiationException) and "locating target" in str(e):
             raise ConfigError(f"bad value under config key '{key}': cannot find target {target!r}") from e
         if isinstance(inner, (TypeError, ValueError, InstantiationException, ConfigError)):
             text = str(inner).strip().splitlines()[0] if str(inner).strip() else ""
             raise ConfigError(f"bad value under config key '{key}': {type(inner).__name__}: {text}") from e
         raise inner from None
+
+
+def validate_config(cfg: Any) -> None:
+    """Check the core's config values by type and range before anything runs; raise a
+    :class:`ConfigError` naming the first bad key. (Domain keys are checked by their datamodules,
+    process parameters by the process classes.)"""
+    from omegaconf import OmegaConf
+
+    from .errors import check_int
+
+    def get(key: str) -> Any:
+        return OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+
+    check_int(get("seed"), "seed", minimum=0)
+    for key in ("sample.n", "sample.batch_size", "sample.steps", "module.sample_steps"):
+        check_int(get(key), key, minimum=1, allow_none=True)
+    check_int(get("trainer.max_epochs"), "trainer.max_epochs", minimum=-1, allow_none=True)
+    check_int(get("trainer.max_steps"), "trainer.max_steps", minimum=-1, allow_none=True)
+    check_int(get("trainer.accumulate_grad_batches"), "trainer.accumulate_grad_batches", minimum=1, allow_none=True)
+    check_int(get("trainer.check_val_every_n_epoch"), "trainer.check_val_every_n_epoch", minimum=1, allow_none=True)
+    for key in ("datamodule.batch_size", "datamodule.num_workers"):
+        if get(key) is not None:
+            check_int(get(key), key, minimum=0 if key.endswith("num_workers") else 1)
+    from .errors import check_number
+
+    for key in ("module.lr", "trainer.gradient_clip_val"):
+        if get(key) is not None:
+            check_number(get(key), key, minimum=0.0, exclusive_minimum=key == "module.lr")
 
 
 def _resolve_run_dir(cfg: Any) -> Path:
@@ -266,6 +296,7 @@ def _train(cfg: Any) -> Path:
 
     from .data import atomic_write, write_json
 
+    validate_config(cfg)
     run_dir = _resolve_run_dir(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm, module, _ = build(cfg)
@@ -283,6 +314,9 @@ def _train(cfg: Any) -> Path:
     # environment, set only while fit runs (the caller's environment is restored afterwards)
     with _env(ENV_RUN_DIR, str(run_dir)):
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    if not trainer.num_training_batches and not trainer.fast_dev_run:
+        raise RunFailed(f"training ran 0 batches: the training split of {type(dm).__name__} is empty or smaller "
+                        "than one batch (check the data files, the split sizes and datamodule.batch_size)")
     return run_dir
 
 
@@ -321,11 +355,20 @@ def _draw(cfg: Any, dm: Any, module: Any) -> Any:
         template = dm.sample_template(min(bs, n - start))
         out.append(to_device(module.sample(template, steps=int(cfg.sample.steps), generator=g,
                                            progress=sys.stderr.isatty()), "cpu"))
-    return cat(out)
+    samples = cat(out)
+    leaves = [samples] if torch.is_tensor(samples) else list(samples.values())
+    bad = sum(int((~torch.isfinite(v)).sum()) for v in leaves)
+    if bad:
+        total = sum(v.numel() for v in leaves)
+        raise RunFailed(f"sampling produced {bad} non-finite values out of {total} (nothing was written): the "
+                        "model may have diverged in training (check the logged loss) or the sampler settings "
+                        f"may not suit it (sampler {cfg.sampler.get('_target_')}, {cfg.sample.steps} steps)")
+    return samples
 
 
 def sample(cfg: Any) -> tuple[Any, Path]:
     """Draw ``sample.n`` samples from a trained run, save them natively and plot them."""
+    validate_config(cfg)
     dm, module, _, run_dir = _load_run(cfg)
     t0 = time.perf_counter()
     samples = _draw(cfg, dm, module)
@@ -341,6 +384,7 @@ def evaluate(cfg: Any) -> dict[str, float]:
     """Sample, compute the domain's metrics against its reference and write ``metrics.json``."""
     from .data import write_json
 
+    validate_config(cfg)
     dm, module, metrics_fn, run_dir = _load_run(cfg)
     if metrics_fn is None:
         raise ConfigError("config key 'metrics' is not set for this experiment")

@@ -90,12 +90,26 @@ class DiffusionModule(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         out = self._loss(batch, self._generator(self.global_step))
         loss = out.loss.mean()
+        if not torch.isfinite(loss):
+            self._diverged(loss, out)
         n = batch_size(batch["x"])
         self.log("train/loss", loss, prog_bar=True, batch_size=n, sync_dist=False)
         if len(out.parts) > 1:
             for k, v in out.parts.items():
                 self.log(f"train/loss_{k}", v.mean(), batch_size=n)
         return loss
+
+    def _diverged(self, loss: Tensor, out: Any) -> None:
+        from .errors import RunFailed
+
+        parts = ", ".join(f"{k} {float(v.mean()):.3g}" for k, v in out.parts.items()) if len(out.parts) > 1 else ""
+        where = ""
+        if self._trainer is not None and self.trainer.default_root_dir:
+            where = f"; the last good checkpoint is kept in {os.path.join(self.trainer.default_root_dir, 'checkpoints')}"
+        raise RunFailed(
+            f"the training loss became {float(loss.detach())} at step {self.global_step} (epoch {self.current_epoch})"
+            f"{' (' + parts + ')' if parts else ''}{where}; likely causes: non-finite or unscaled data, a learning "
+            f"rate too high (module.lr={self.lr:g}), or a noise schedule outside its range (e.g. DDPM beta_end >= 1)")
 
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
         out = self._loss(batch, self._generator(10**9 + batch_idx))

@@ -26,7 +26,12 @@ __all__ = ["DiscreteDDPM", "make_betas"]
 def make_betas(kind: Literal["linear", "cosine"], steps: int, beta_start: float = 1e-4,
                beta_end: float = 0.02, cosine_s: float = 0.008) -> Tensor:
     """Beta schedule ``[T]`` in float64: linear in beta, or the cosine alpha-bar schedule (clipped at 0.999)."""
+    if int(steps) != steps or steps < 2:
+        raise ValueError(f"a DDPM needs an integer number of steps >= 2, got {steps}")
     if kind == "linear":
+        if not (0 < beta_start <= beta_end < 1):
+            raise ValueError(f"linear betas need 0 < beta_start <= beta_end < 1 (each step keeps some signal), "
+                             f"got beta_start={beta_start:g}, beta_end={beta_end:g}")
         return torch.linspace(beta_start, beta_end, steps, dtype=torch.float64)
     if kind == "cosine":
         i = torch.arange(steps + 1, dtype=torch.float64) / steps
