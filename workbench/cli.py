@@ -4,6 +4,9 @@
     workbench sample run_dir=runs/toy_gmm/20261123-101500 sample.n=2048 sampler=dpm_solver
     workbench evaluate run_dir=runs/toy_gmm/20261123-101500
     workbench demo [--out DIR] [--tiny]
+    workbench list                                   experiments of every installed domain, config groups
+    workbench show experiment=graphs/qm9 [key=value]  one experiment: its data keys and whole config
+    workbench train experiment=graphs/qm9 --help     the same as show
     workbench --debug <command> ...   (full tracebacks instead of one-line errors)
 
 Domains announce their config packages under the ``workbench.configs`` entry-point group
@@ -180,6 +183,59 @@ def _resolve_run_dir(cfg: Any) -> Path:
     return Path(run_dir)
 
 
+def _idle_cores(cores: int, seconds: float = 0.25) -> float | None:
+    """Cores idle right now, from two reads of /proc/stat (None where it does not exist)."""
+    def read() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        return sum(v), v[3] + (v[4] if len(v) > 4 else 0)   # total, idle + iowait
+    a = read()
+    if a is None:
+        return None
+    time.sleep(seconds)
+    b = read()
+    if b is None or b[0] == a[0]:
+        return None
+    return cores * (b[1] - a[1]) / (b[0] - a[0])
+
+
+def choose_threads(requested: Any = None) -> tuple[int, str]:
+    """torch's intra-op threads for a run, and why: the ``threads`` config key if set, else
+    ``OMP_NUM_THREADS`` if set, else the cores idle right now (at least 1). Oversubscribed OpenMP
+    threads spin: with 2 threads on a 2-core machine and one other busy process, TSDiff training
+    went from 0.2 to 10-12 s per batch; one thread fixed it."""
+    from .errors import check_int
+
+    if requested is not None:
+        return int(check_int(requested, "threads", minimum=1)), "config key threads"
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) >= 1:
+        return int(env), "OMP_NUM_THREADS"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    idle = _idle_cores(cores)
+    if idle is None:
+        return cores, f"auto: {cores} cores"
+    n = max(1, min(cores, int(idle + 0.5)))
+    return n, f"auto: {cores} cores, {idle:.1f} idle at start"
+
+
+@contextlib.contextmanager
+def _threads(cfg: Any) -> Iterator[tuple[int, str]]:
+    """Set torch's threads for the block (see :func:`choose_threads`), then restore them."""
+    import torch
+
+    n, why = choose_threads(cfg.get("threads") if hasattr(cfg, "get") else None)
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n, why
+    finally:
+        torch.set_num_threads(old)
+
+
 @contextlib.contextmanager
 def _scoped_global_state() -> Iterator[None]:
     """Restore the process's environment variables and RNG states (Python, NumPy, torch) after a
@@ -286,11 +342,11 @@ def train(cfg: Any) -> Path:
     """Train (resuming from ``<run_dir>/checkpoints/last.ckpt`` when present); returns the run dir.
 
     Seeds everything for the run, then restores the caller's environment and RNG states."""
-    with _scoped_global_state():
-        return _train(cfg)
+    with _scoped_global_state(), _threads(cfg) as threads:
+        return _train(cfg, threads)
 
 
-def _train(cfg: Any) -> Path:
+def _train(cfg: Any, threads: tuple[int, str] = (0, "")) -> Path:
     import pytorch_lightning as pl
     from omegaconf import OmegaConf
 
@@ -305,7 +361,9 @@ def _train(cfg: Any) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
         with atomic_write(run_dir / "config.yaml") as f:
             f.write(OmegaConf.to_yaml(cfg, resolve=True))
-        write_json(run_dir / "versions.json", {**versions(), "seed": int(cfg.seed)})
+        write_json(run_dir / "versions.json", {**versions(), "seed": int(cfg.seed), "threads": threads[0],
+                                               "threads_source": threads[1]})
+        print(f"workbench: {threads[0]} torch thread(s) ({threads[1]}; set threads=N to choose)", file=sys.stderr)
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt = str(last) if cfg.resume and last.exists() and not cfg.trainer.fast_dev_run else None
     if ckpt and trainer.global_rank == 0:
@@ -371,7 +429,8 @@ def sample(cfg: Any) -> tuple[Any, Path]:
     validate_config(cfg)
     dm, module, _, run_dir = _load_run(cfg)
     t0 = time.perf_counter()
-    samples = _draw(cfg, dm, module)
+    with _threads(cfg):
+        samples = _draw(cfg, dm, module)
     seconds = time.perf_counter() - t0
     files = dm.save_samples(samples, run_dir / "samples")
     if cfg.sample.plot:
@@ -389,7 +448,8 @@ def evaluate(cfg: Any) -> dict[str, float]:
     if metrics_fn is None:
         raise ConfigError("config key 'metrics' is not set for this experiment")
     t0 = time.perf_counter()
-    samples = _draw(cfg, dm, module)
+    with _threads(cfg):
+        samples = _draw(cfg, dm, module)
     sample_s = time.perf_counter() - t0
     dm.save_samples(samples, run_dir / "samples")
     metrics = {k: float(v) for k, v in metrics_fn(samples, dm.reference()).items()}
@@ -402,7 +462,8 @@ def evaluate(cfg: Any) -> dict[str, float]:
         # task(module, datamodule, run_dir) -> dict of floats, merged into the metrics
         task = _instantiate(cfg, "task")
         t0 = time.perf_counter()
-        task_metrics = {k: float(v) for k, v in task(module, dm, run_dir).items()}
+        with _threads(cfg):
+            task_metrics = {k: float(v) for k, v in task(module, dm, run_dir).items()}
         metrics.update(task_metrics)
         report["task_seconds"] = round(time.perf_counter() - t0, 3)
     write_json(run_dir / "metrics.json", report)
@@ -511,6 +572,105 @@ def demo_experiments(tiny: bool) -> list[tuple[str, list[str]]]:
 
 USAGE = __doc__.split("\n\n")[1] if __doc__ else ""
 
+VERBS = {
+    "train": "train a model from a config (resumes a run directory's last.ckpt)",
+    "sample": "draw samples from a trained run (run_dir=...)",
+    "evaluate": "sample and score a trained run against its reference (run_dir=...)",
+    "demo": "train, sample and evaluate every installed domain on embedded data; writes a report",
+    "list": "the experiments of every installed domain and the config groups with their choices",
+    "show": "one experiment (experiment=...): its data keys with their defaults, then the whole config",
+}
+
+
+def _config_roots() -> list[Any]:
+    """The core's config package and every installed domain's, as importlib.resources traversables."""
+    from importlib import resources
+
+    roots = []
+    for pkg in ["workbench.configs", *config_packages()]:
+        try:
+            roots.append(resources.files(pkg))
+        except (ModuleNotFoundError, TypeError):  # an announced domain that is not importable
+            continue
+    return roots
+
+
+def _describe(text: str) -> str:
+    """The first comment sentence of a config file (after ``# @package``)."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        body = line.lstrip("#").strip()
+        if body.startswith("@package"):
+            continue
+        lines.append(body)
+    desc = " ".join(lines)
+    cut = desc.find(". ")
+    desc = desc[: cut + 1] if cut >= 0 else desc
+    return desc if len(desc) <= 100 else desc[:100].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+
+
+def list_experiments() -> dict[str, str]:
+    """``{"graphs/qm9": "one line", ...}`` for every installed experiment (``_*`` bases excluded)."""
+    out: dict[str, str] = {}
+    for root in _config_roots():
+        exp = root / "experiment"
+        if not exp.is_dir():
+            continue
+        for domain in sorted(exp.iterdir(), key=lambda p: p.name):
+            if not domain.is_dir() or domain.name.startswith(("_", ".")):
+                continue
+            for f in sorted(domain.iterdir(), key=lambda p: p.name):
+                if f.name.endswith(".yaml") and not f.name.startswith("_"):
+                    out[f"{domain.name}/{f.name[:-5]}"] = _describe(f.read_text())
+    return dict(sorted(out.items()))
+
+
+def list_groups() -> dict[str, list[str]]:
+    """The core's config groups and their choices."""
+    from importlib import resources
+
+    root = resources.files("workbench.configs")
+    return {g.name: sorted(f.name[:-5] for f in g.iterdir() if f.name.endswith(".yaml"))
+            for g in sorted(root.iterdir(), key=lambda p: p.name)
+            if g.is_dir() and g.name not in ("experiment", "__pycache__")}
+
+
+def _help() -> str:
+    lines = ["usage: workbench <command> [key=value ...]", "", "commands:"]
+    lines += [f"  {v:<9} {d}" for v, d in VERBS.items()]
+    lines += ["", "examples:", *("  " + ln.strip() for ln in USAGE.strip().splitlines()), "",
+              "experiments (experiment=<name>; `workbench show experiment=<name>` for its keys):"]
+    exps = list_experiments()
+    width = max((len(k) for k in exps), default=0)
+    lines += [f"  {k:<{width}}  {v}" for k, v in exps.items()]
+    lines += ["", "config groups (<group>=<choice>):"]
+    lines += [f"  {g:<10} {', '.join(c)}" for g, c in list_groups().items()]
+    lines += ["", "Any key of the composed config can be overridden with key=value (+key=value adds one);",
+              "`workbench --debug <command>` shows full tracebacks."]
+    return "\n".join(lines)
+
+
+def show(overrides: Sequence[str]) -> str:
+    """The data keys (``datamodule.*``) of a composed experiment with their defaults, then the whole
+    config as YAML."""
+    from omegaconf import OmegaConf
+
+    overrides = [o for o in overrides if o not in ("--help", "-h")]
+    if not any(o.split("=", 1)[0].lstrip("+") == "experiment" for o in overrides):
+        raise ConfigError("show needs experiment=<name> (`workbench list` lists them)")
+    cfg = compose_config(overrides)
+    dm = OmegaConf.to_container(cfg.datamodule, resolve=False) if cfg.get("datamodule") is not None else {}
+    lines = [f"experiment: {next(o.split('=', 1)[1] for o in overrides if o.split('=', 1)[0].lstrip('+') == 'experiment')}",
+             "", "data keys (datamodule.<key>=..., null = not set / the dataset's own):"]
+    if isinstance(dm, dict):
+        width = max((len(k) for k in dm), default=0)
+        lines += [f"  {k:<{width}}  {v!r}" for k, v in dm.items() if k != "_target_"]
+        lines.insert(2, f"datamodule: {dm.get('_target_')}")
+    lines += ["", "whole config:", OmegaConf.to_yaml(cfg, resolve=False)]
+    return "\n".join(lines)
+
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
@@ -522,10 +682,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print("usage:\n" + USAGE)
+        print(_help())
         return 0
     cmd, rest = argv[0], argv[1:]
     try:
+        if cmd in VERBS and any(a in ("--help", "-h") for a in rest):
+            if any(a.split("=", 1)[0].lstrip("+") == "experiment" for a in rest) and cmd in ("train", "show"):
+                print(show(rest))
+            else:
+                print(f"workbench {cmd}: {VERBS[cmd]}\n\n" + _help())
+            return 0
+        if cmd == "list":
+            exps = list_experiments()
+            width = max((len(k) for k in exps), default=0)
+            print("\n".join(f"{k:<{width}}  {v}" for k, v in exps.items()))
+            print("\nconfig groups:\n" + "\n".join(f"  {g:<10} {', '.join(c)}" for g, c in list_groups().items()))
+            return 0
+        if cmd == "show":
+            print(show(rest))
+            return 0
         if cmd == "train":
             run_dir = train(compose_config(rest))
             print(f"workbench: run directory {run_dir}")
@@ -540,7 +715,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out = rest[rest.index("--out") + 1]
             demo(out, tiny=True if "--tiny" in rest else None)
         else:
-            print(f"workbench: error: unknown command {cmd!r}; use train, sample, evaluate or demo", file=sys.stderr)
+            print(f"workbench: error: unknown command {cmd!r}; use {', '.join(VERBS)} (workbench --help)",
+                  file=sys.stderr)
             return 2
     except (InputError, MissingExtra) as e:  # the user's file / value / config key, or a missing extra
         if debug:
