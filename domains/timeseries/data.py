@@ -13,6 +13,7 @@ geometry puts no noise there and excludes those entries from the loss.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -29,7 +30,7 @@ from .io import (DataError, TimeSeries, TimeSeriesDataset, normalize_freq, read_
 
 __all__ = ["lags_for_freq", "mean_scale", "window", "DATASETS", "FREQ", "dataset_freq", "window_channels",
            "load_dataset", "synthetic_dataset",
-           "split_validation", "WindowDataset", "TimeSeriesDataModule"]
+           "split_validation", "val_windows_per_series", "WindowDataset", "TimeSeriesDataModule"]
 
 
 def lags_for_freq(freq: str) -> list[int]:
@@ -268,24 +269,62 @@ def window_channels(dataset: str | TimeSeriesDataset, use_lags: bool, freq: str 
         raise ConfigError(f"datamodule.use_lags: {e}") from None
 
 
-def split_validation(train: list[TimeSeries], prediction_length: int, windows: int,
-                     min_length: int) -> tuple[list[TimeSeries], list[TimeSeries]]:
-    """Hold out the last ``prediction_length * windows`` points of each train series for
-    validation (as TSDiff's ``update`` branch does): returns (shortened train, validation
-    entries, each ending one horizon further). Series too short to give up the points keep them
-    and give no validation entry."""
-    if windows <= 0:
-        return list(train), []
-    short, val = [], []
+#: ``val_windows: null`` (auto) aims at this many validation windows in total ...
+VAL_TARGET_WINDOWS = 64
+#: ... with no series giving up more than this share of its points to validation.
+VAL_MAX_SHARE = 0.2
+
+
+def val_windows_per_series(train: list[TimeSeries], prediction_length: int, min_length: int,
+                           windows: int | None) -> list[int]:
+    """How many validation horizons each train series gives up.
+
+    ``windows`` = k: k per series, fewer for a series that must keep ``min_length`` (C + P)
+    points for training. ``None`` (auto): ``ceil(VAL_TARGET_WINDOWS / n_series)`` per series (64
+    windows in total: 64 of a single series such as ETTh1's OT, 2 per series of the 32 synthetic
+    ones, 1 per series from 64 series on), and no series gives up more than ``VAL_MAX_SHARE`` of
+    its points, nor the ``min_length`` it keeps for training."""
+    P = int(prediction_length)
+    if windows is not None and windows <= 0:
+        return [0] * len(train)
+    want = math.ceil(VAL_TARGET_WINDOWS / max(len(train), 1)) if windows is None else int(windows)
+    out = []
     for s in train:
-        cut = len(s) - prediction_length * windows
-        if cut < min_length:
-            short.append(s)
-            continue
-        short.append(TimeSeries(s.target[:cut], s.start, s.freq, s.item_id))
-        for w in range(1, windows + 1):
-            val.append(TimeSeries(s.target[: cut + prediction_length * w], s.start, s.freq, s.item_id))
+        k = min(want, max((len(s) - min_length) // P, 0))
+        if windows is None:
+            k = min(k, int(VAL_MAX_SHARE * len(s)) // P)
+        out.append(k)
+    return out
+
+
+def split_validation(train: list[TimeSeries], prediction_length: int, windows: int | None,
+                     min_length: int) -> tuple[list[TimeSeries], list[TimeSeries]]:
+    """Hold out the last horizons of each train series for validation, rolling back from the test start.
+
+    Series i gives up its last ``k_i * prediction_length`` points (``k_i`` from
+    :func:`val_windows_per_series`; a train series ends where its first test window starts), and
+    gets ``k_i`` validation entries whose last P points (the validation horizons) tile that
+    held-out stretch without overlapping. Training windows are cut from the shortened series
+    only, so they never see a validation horizon; a validation entry's context may hold older
+    validation horizons, as a later test window's holds earlier ones.
+
+    Returns (shortened train, validation entries). The entries are ordered by distance from the
+    test start, then by series: first the horizon just before the test start of every series,
+    then the one before it, and so on, so that the first n entries spread over the series.
+    """
+    P = int(prediction_length)
+    ks = val_windows_per_series(train, P, min_length, windows)
+    short = [s if k == 0 else TimeSeries(s.target[: len(s) - P * k], s.start, s.freq, s.item_id)
+             for s, k in zip(train, ks)]
+    val = [TimeSeries(train[i].target[: len(train[i]) - P * back], train[i].start, train[i].freq, train[i].item_id)
+           for i, back in val_order(ks)]
     return short, val
+
+
+def val_order(ks: list[int]) -> list[tuple[int, int]]:
+    """(series index, horizons back from the test start) of each validation entry, in the order
+    of :func:`split_validation` (``ks``: windows per series)."""
+    return [(i, back) for back in range(max(ks, default=0)) for i, k in enumerate(ks) if back < k]
 
 
 class WindowDataset(Dataset):
@@ -352,13 +391,18 @@ class TimeSeriesDataModule(DomainDataModule):
         use_lags: add TSDiff's lag channels for the frequency.
         batch_size: windows per batch (TSDiff: 64).
         batches_per_epoch: windows drawn per epoch = ``batches_per_epoch * batch_size`` (TSDiff: 128).
-        val_windows: horizons held out at the end of each train series for validation (0 = none).
-        val_batches: validation windows = this many batches, drawn once with a fixed seed.
+        val_windows: validation windows per series: the last horizons of each train series, rolling
+            back from the test start, held out from training (0 = none; None = auto, enough for 64
+            windows in total, each series giving up at most a fifth of its points; see
+            :func:`split_validation`).
+        val_batches: the validation *loss* (Lightning's ``val/loss``) uses at most this many batches of
+            those windows, drawn once with a fixed seed; the forecast validation
+            (:class:`~.validation.ForecastValidation`) has its own ``max_windows`` / ``max_series``.
         limit: keep only the first ``limit`` series (for quick runs).
     """
 
     def __init__(self, dataset: Any = "synthetic", context_length: int = 336, prediction_length: int | None = None,
-                 use_lags: bool = True, batch_size: int = 64, batches_per_epoch: int = 128, val_windows: int = 1,
+                 use_lags: bool = True, batch_size: int = 64, batches_per_epoch: int = 128, val_windows: int | None = None,
                  val_batches: int = 4, limit: int | None = None, num_workers: int = 0, seed: int = 0,
                  freq: str | None = None, date_column: str | None = None, test_windows: int | None = None) -> None:
         k = "datamodule."
@@ -375,7 +419,7 @@ class TimeSeriesDataModule(DomainDataModule):
             raise ConfigError(f"config key 'datamodule.use_lags' must be true or false, got {use_lags!r}")
         self.use_lags = bool(use_lags)
         self.batches_per_epoch = check_int(batches_per_epoch, k + "batches_per_epoch", minimum=1)
-        self.val_windows = check_int(val_windows, k + "val_windows", minimum=0)
+        self.val_windows = check_int(val_windows, k + "val_windows", minimum=0, allow_none=True)
         self.val_batches = check_int(val_batches, k + "val_batches", minimum=1)
         self.limit = check_int(limit, k + "limit", minimum=1, allow_none=True)
         self.test_windows = check_int(test_windows, k + "test_windows", minimum=1, allow_none=True)
@@ -431,6 +475,8 @@ class TimeSeriesDataModule(DomainDataModule):
                 raise DataError(f"{ds.name}: series {s.item_id!r} has no observed values")
         train, val = split_validation(ds.train, self.prediction_length, self.val_windows, L)
         self.train_series, self.val_series = train, val
+        #: per validation entry: (index of its series in ``dataset.train``, horizons back from the test start)
+        self.val_index = val_order(val_windows_per_series(ds.train, self.prediction_length, L, self.val_windows))
         self.train_set = WindowDataset(train, self.context_length, self.prediction_length, self.lags)
         self.val_set = None
         if val:

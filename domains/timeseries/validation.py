@@ -6,6 +6,11 @@ learning rate the last checkpoint is not the best one. :class:`ForecastValidatio
 the windows our datamodule holds out at the end of each *train* series (so, unlike the reference's
 main branch, the validation targets were never trained on), logs ``val/crps`` and writes the best
 checkpoint as ``checkpoints/best.ckpt``; ``workbench evaluate ... checkpoint=best`` uses it.
+
+The datamodule holds out several horizons per series, rolling back from the test start
+(``datamodule.val_windows``; by default enough for 64 windows): a CRPS over a single 24-step
+window moves more between two checkpoints by chance than by training, so the "best" checkpoint
+was picked by noise. ``max_windows`` and ``max_series`` bound the cost (:func:`select_windows`).
 """
 from __future__ import annotations
 
@@ -22,7 +27,27 @@ from workbench.lit import EMA
 
 from .forecast import TSDiff
 
-__all__ = ["ForecastValidation"]
+__all__ = ["ForecastValidation", "select_windows"]
+
+
+def select_windows(dm: Any, max_series: int | None = None, max_windows: int | None = None) -> list:
+    """The validation entries of ``dm`` to forecast.
+
+    ``max_series`` = n: only the windows of the first n series (all of their windows);
+    ``max_windows`` = n: at most n windows in all, the horizon nearest the test start of every
+    series first, then the one before it, and so on (the datamodule's order), so that n windows
+    cover min(n, number of series) series. Both may be given (series first). None = no bound."""
+    entries = list(getattr(dm, "val_series", None) or [])
+    index = getattr(dm, "val_index", None)
+    if index is None or len(index) != len(entries):
+        # a datamodule without the index: series told apart by item_id, in order of appearance
+        ids: dict[Any, int] = {}
+        index = [(ids.setdefault(e.item_id, len(ids)), 0) for e in entries]
+    if max_series is not None:
+        entries = [e for e, (i, _) in zip(entries, index) if i < int(max_series)]
+    if max_windows is not None:
+        entries = entries[: int(max_windows)]
+    return entries
 
 
 class ForecastValidation(pl.Callback):
@@ -32,7 +57,10 @@ class ForecastValidation(pl.Callback):
         every_n_epochs: how often (TSDiff: 50).
         guidance, scale: the self-guidance to validate with (the experiment's ``task``).
         num_samples: samples per series (TSDiff's callback: 16).
-        max_series: forecast only the first n validation windows (a CPU budget; None = all).
+        max_windows: forecast at most n validation windows, spread over the series (a CPU budget;
+            None = all; see :func:`select_windows`).
+        max_series: forecast only the windows of the first n series (None = all). Until this change
+            it capped the number of *windows*; configs that meant that now say ``max_windows``.
         batch_size: sequences per network call.
         filename: the best checkpoint, next to ``last.ckpt``.
         dirpath: where to write it (default: the ModelCheckpoint's directory).
@@ -44,13 +72,18 @@ class ForecastValidation(pl.Callback):
     def __init__(self, every_n_epochs: int = 50, guidance: str = "quantile", scale: float = 2.0,
                  num_samples: int = 16, max_series: int | None = None, batch_size: int = 64,
                  filename: str = "best.ckpt", dirpath: str | None = None, seed: int = 0,
-                 use_ema: bool = False) -> None:
+                 use_ema: bool = False, max_windows: int | None = None) -> None:
+        from workbench.errors import check_int
+
+        max_series = check_int(max_series, "callbacks.forecast_val.max_series", minimum=1, allow_none=True)
+        max_windows = check_int(max_windows, "callbacks.forecast_val.max_windows", minimum=1, allow_none=True)
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
         if guidance not in ("quantile", "mse"):
             raise ValueError(f"guidance must be 'quantile' or 'mse', got {guidance!r}")
         self.every, self.guidance, self.scale = int(every_n_epochs), guidance, float(scale)
-        self.num_samples, self.max_series, self.batch_size = int(num_samples), max_series, int(batch_size)
+        self.num_samples, self.batch_size = int(num_samples), int(batch_size)
+        self.max_series, self.max_windows = max_series, max_windows
         self.filename, self.dirpath, self.seed, self.use_ema = filename, dirpath, int(seed), bool(use_ema)
         self.best = math.inf
         self.best_epoch = -1
@@ -76,9 +109,7 @@ class ForecastValidation(pl.Callback):
         if (epoch + 1) % self.every or trainer.sanity_checking or trainer.fast_dev_run:
             return
         dm = trainer.datamodule
-        entries = list(getattr(dm, "val_series", None) or [])
-        if self.max_series is not None:
-            entries = entries[: int(self.max_series)]
+        entries = select_windows(dm, self.max_series, self.max_windows)
         if not entries:
             return
         t0 = time.perf_counter()
@@ -97,7 +128,8 @@ class ForecastValidation(pl.Callback):
             # Every load goes through workbench.lit.load_checkpoint (torch.load, weights_only=True).
             trainer.save_checkpoint(self._path(trainer), weights_only=False)
         if trainer.is_global_zero:
-            print(f"workbench: epoch {epoch}: validation CRPS {crps:.4f} on {len(entries)} windows "
+            n_series = len({e.item_id for e in entries})
+            print(f"workbench: epoch {epoch}: validation CRPS {crps:.4f} on {len(entries)} windows of {n_series} series "
                   f"({time.perf_counter() - t0:.0f} s){'; new best, saved ' + self.filename if improved else ''}",
                   file=sys.stderr, flush=True)
 
