@@ -17,8 +17,11 @@ eval: train the `<dataset>_cpu` experiment (resumed if its run exists), then on 
   scales), the seasonal-naive forecasts (and with --refine-ridge the ridge ones) refined by ML-Q
   and LMC-Q (20 iterations, the paper's step sizes), and the LPS of 1,000 synthetic windows next to ridge trained on 1,000 real
   windows; CRPS (mean wQL 0.1..0.9), ND, NRMSE, wall time and NFE per forecast.
-Results go to benchmarks/results/timeseries.json (each part written when it finishes); `table`
-prints the Markdown tables of the domain README.
+Results go to --out (default benchmarks/results/timeseries.json; each part written when it finishes);
+`table` prints the Markdown tables of the domain README from the JSON alone (--readme writes them
+between their markers). Every part measures: the stored results of an entry are kept only with
+--reuse and only when the entry was recorded with the same settings; each measured entry records
+when, with which settings and on what machine it was measured (``meta``).
 """
 from __future__ import annotations
 
@@ -32,10 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workbench.cli import compose_config, train, versions
-from workbench.data import write_json
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _meta import ROOT, meta_line, measurement, settings_match, write_block  # noqa: E402
+from workbench.cli import compose_config, train, versions  # noqa: E402
+from workbench.data import write_json  # noqa: E402
 
-OUT = Path(__file__).parent / "results" / "timeseries.json"
+OUT = Path(__file__).parent / "results" / "timeseries.json"   # --out replaces it
+README = ROOT / "domains" / "timeseries" / "README.md"
 # the paper's refinement step sizes (configs/refinement/*-seasonal_naive.yaml)
 REFINE_LR = {"exchange_rate_nips": 0.01}
 
@@ -97,6 +103,7 @@ def speed(batches: int = 20, series: int = 8) -> dict:
            "reference_train_seconds_per_batch": 4.8, "reference_forecast_seconds_per_series": 87.0,
            "threads": torch.get_num_threads(), "batch": 64, "samples_per_series": 16,
            "parameters": sum(p.numel() for p in module.parameters())}
+    out["meta"] = measurement({"batches": batches, "series": series})
     out["train_speedup"] = round(4.8 / out["train_seconds_per_batch"], 1)
     out["forecast_speedup"] = round(87.0 / out["forecast_seconds_per_series"], 1)
     return out
@@ -127,16 +134,30 @@ def _train_and_load(dataset: str, epochs: int, run_dir: Path, weights: str = "ra
     return seconds, dm, module, cfg, int(ckpt.get("global_step", 0))
 
 
+def _start_entry(key: str, settings: dict, reuse: bool) -> None:
+    """Begin the stored entry ``key`` for a run with ``settings``: a fresh entry, unless ``reuse`` and
+    the stored one was recorded with the same settings (then its results and checks are kept)."""
+    data = _load()
+    old = data.get(key, {})
+    if not (reuse and settings_match(old, settings)):
+        data[key] = {"meta": measurement(settings)}
+        data["versions"] = versions()
+        write_json(OUT, data)
+
+
 def evaluate(dataset: str, epochs: int, run_dir: Path, max_series: int | None, seeds: list[int],
              skip: set[str], refine_ridge: bool = False, ms_scale: float | None = None,
              missing: list[str] | None = None, tag: str | None = None, weights: str = "raw",
-             checkpoint: str = "last") -> dict:
+             checkpoint: str = "last", reuse: bool = False) -> dict:
     from workbench.domains.timeseries.baselines import RidgeForecaster, seasonal_naive, training_windows
     from workbench.domains.timeseries.forecast import Forecast, TSDiff, linear_predictive_score
 
     secs, dm, module, cfg, steps = _train_and_load(dataset, epochs, run_dir, weights, checkpoint)
     key = f"{dataset} ({tag})" if tag else dataset
     entries = dm.dataset.test[:max_series] if max_series else dm.dataset.test
+    settings = {"dataset": dataset, "epochs": epochs, "run_dir": Path(run_dir).absolute(), "max_series": max_series,
+                "seeds": seeds, "weights": weights, "checkpoint": checkpoint}
+    _start_entry(key, settings, reuse)
     _save(key, {"setup": {"epochs": epochs, "train_steps": steps, "train_wall_seconds_this_call": round(secs, 1),
                           "context_length": dm.context_length, "prediction_length": dm.prediction_length,
                           "lags": len(dm.lags), "test_windows": len(entries), "samples": 16,
@@ -146,7 +167,7 @@ def evaluate(dataset: str, epochs: int, run_dir: Path, max_series: int | None, s
     P, C = dm.prediction_length, dm.context_length
     idx = [s.index(len(s) - P, P) for s in entries]
     ids = [s.item_id for s in entries]
-    res: dict = dict(_load().get(key, {}).get("results", {}))   # earlier parts are kept
+    res: dict = dict(_load().get(key, {}).get("results", {}))   # kept only with --reuse (_start_entry)
     sn = Forecast(seasonal_naive(entries, P), ids, idx, {"method": "seasonal_naive"})
     res["Seasonal naive"] = _metrics(sn, entries)
     ridge = RidgeForecaster(C, P).fit(dm.train_series, seed=0)
@@ -213,14 +234,19 @@ def evaluate(dataset: str, epochs: int, run_dir: Path, max_series: int | None, s
 
 
 def check(dataset: str, epochs: int, run_dir: Path, max_series: int, samples: list[int], weights: list[str],
-          tag: str | None = None, checkpoint: str = "last") -> dict:
+          tag: str | None = None, checkpoint: str = "last", reuse: bool = False) -> dict:
     """TSDiff-Q on the first `max_series` test windows only, for each sample count and weight set
     (the raw weights, as TSDiff evaluates, or the EMA average the core keeps): a quick look at what
     the CRPS gap to the paper depends on, without a whole-test-set run per variant."""
     from workbench.domains.timeseries.forecast import TSDiff
 
     key = f"{dataset} ({tag})" if tag else dataset
-    out = dict(_load().get(key, {}).get("checks", {}))
+    stored = _load().get(key, {})
+    settings = {"dataset": dataset, "epochs": epochs, "run_dir": Path(run_dir).absolute(), "max_series": max_series,
+                "checkpoint": checkpoint}
+    keep = reuse and settings_match(stored.get("checks_meta") and {"meta": stored["checks_meta"]} or {}, settings)
+    out = dict(stored.get("checks", {})) if keep else {}
+    _save(key, {"checks": out, "checks_meta": measurement(settings)})
     for w in weights:
         _, dm, module, cfg, steps = _train_and_load(dataset, epochs, run_dir, w, checkpoint)
         entries = dm.dataset.test[:max_series]
@@ -240,15 +266,30 @@ PAPER = {"m4_hourly": {"Seasonal naive": 0.048, "TSDiff-MS": 0.045, "TSDiff-Q": 
          "exchange_rate_nips": {"Seasonal naive": 0.011, "TSDiff-MS": 0.018, "TSDiff-Q": 0.011}}
 
 
+def speed_table(data: dict) -> str:
+    """The speed figures at the paper's model size, with the whole-test-set forecast times of `eval`."""
+    sp = data["speed"]
+    whole = [(f"{r['seconds_per_series']:.2g} over the whole {name} test set", r["seconds_per_series"])
+             for key, name in (("m4_hourly", "M4"), ("exchange_rate_nips", "exchange rate"))
+             if (r := data.get(key, {}).get("results", {}).get("TSDiff-Q")) and "seconds_per_series" in r]
+    secs = [sp["forecast_seconds_per_series"]] + [s for _, s in whole]
+    ups = sorted({round(87.0 / x) for x in secs})
+    up = f"{ups[0]}x" if len(ups) == 1 else f"{ups[0]}–{ups[-1]}x"
+    fc = "; ".join([f"{sp['forecast_seconds_per_series']} (random weights, {sp.get('meta', {}).get('settings', {}).get('series', 8)} series)"]
+                   + [t for t, _ in whole])
+    lines = ["| figure | ours | reference code, same machine | speed-up |", "|---|---|---|---|",
+             f"| training, s / batch (forward, backward, clipping, Adam) | {sp['train_seconds_per_batch']} | "
+             f"{sp['reference_train_seconds_per_batch']:g} | {sp['train_speedup']}x |",
+             f"| forecast, s / series, {sp['samples_per_series']} samples, quantile guidance, DDPM 100 steps "
+             f"({sp['forecast_nfe']} NFE + {sp['forecast_backward_passes']} backward passes) | {fc} | "
+             f"{sp['reference_forecast_seconds_per_series']:g} | {up} |",
+             "", f"{sp['threads']} torch threads; {sp['parameters']:,} parameters. " + meta_line(sp)]
+    return "\n".join(lines)
+
+
 def table(data: dict) -> str:
+    """The accuracy tables of every `eval` entry (and its quick checks)."""
     lines = []
-    sp = data.get("speed")
-    if sp:
-        lines += ["| figure (paper model, M4 windows 312 + 48, batch 64) | ours | reference code here | speed-up |",
-                  "|---|---|---|---|",
-                  f"| training, s / batch | {sp['train_seconds_per_batch']} | 4.8 | {sp['train_speedup']}x |",
-                  f"| forecast, s / series (16 samples, quantile guidance, DDPM 100) | "
-                  f"{sp['forecast_seconds_per_series']} | 87 | {sp['forecast_speedup']}x |", ""]
     keys = [k for base in ("m4_hourly", "exchange_rate_nips", "etth1")
             for k in sorted(data) if k == base or k.startswith(base + " (")]
     for key in keys:
@@ -286,11 +327,22 @@ def table(data: dict) -> str:
             lines += ["", "Quick checks, TSDiff-Q on the first test windows only (`check`):", "",
                       "| variant | CRPS | ND | NRMSE |", "|---|---|---|---|"]
             lines += [f"| {name} | {r['CRPS']:.4f} | {r['ND']:.4f} | {r['NRMSE']:.4f} |" for name, r in d["checks"].items()]
-        lines.append("")
-    return "\n".join(lines)
+        lines += ["", meta_line(d), ""]
+    return "\n".join(lines).strip("\n")
+
+
+#: README block -> renderer (and the JSON entry it needs)
+TABLES = {"timeseries-speed-table": (speed_table, "speed"), "timeseries-table": (table, None)}
+
+
+def write_readme(data: dict, path: Path | None = None) -> None:
+    for name, (fn, key) in TABLES.items():
+        if key is None or key in data:
+            write_block(path or README, name, fn(data))
 
 
 def main(argv: list[str] | None = None) -> None:
+    global OUT
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["speed", "eval", "check", "table"])
     ap.add_argument("--dataset", default="m4_hourly")
@@ -308,7 +360,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--samples", type=int, nargs="+", default=[16], help="check: forecast sample counts")
     ap.add_argument("--checkpoint", default="last", choices=["last", "best"],
                     help="the last checkpoint or the best validation CRPS (callbacks.forecast_val)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep an entry's stored results when it was recorded with the same settings")
+    ap.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/timeseries.json)")
+    ap.add_argument("--readme", action="store_true", help="write the tables into domains/timeseries/README.md")
     a = ap.parse_args(argv)
+    OUT = a.out or OUT
     if a.what == "speed":
         r = speed()
         _save("speed", r)
@@ -317,10 +374,12 @@ def main(argv: list[str] | None = None) -> None:
         run_dir = (a.run_dir or Path("benchmarks/runs") / f"tsdiff_{a.dataset}").absolute()
     if a.what == "eval":
         evaluate(a.dataset, a.epochs, run_dir, a.max_series, a.seeds, set(a.skip), a.refine_ridge, a.ms_scale,
-                 a.missing, a.tag, a.weights[0], a.checkpoint)
+                 a.missing, a.tag, a.weights[0], a.checkpoint, a.reuse)
     elif a.what == "check":
-        check(a.dataset, a.epochs, run_dir, a.max_series or 30, a.samples, a.weights, a.tag, a.checkpoint)
+        check(a.dataset, a.epochs, run_dir, a.max_series or 30, a.samples, a.weights, a.tag, a.checkpoint, a.reuse)
     print(table(_load()))
+    if a.readme:
+        write_readme(_load())
 
 
 if __name__ == "__main__":
