@@ -32,7 +32,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from workbench.data import write_json
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _meta import ROOT, measurement, settings_match, write_block  # noqa: E402
+from workbench.data import write_json  # noqa: E402
 from workbench.geometry import Euclidean
 from workbench.lit import EMA, DiffusionModule
 from workbench.precond import Prediction
@@ -66,7 +68,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--exact", action="store_true", help="the exact-score section (no training)")
     ap.add_argument("--processes", default=",".join(EXACT_PROCESSES), help="--exact: comma-separated processes")
     ap.add_argument("--readme", action="store_true", help="--exact: write the table into README.md")
-    ap.add_argument("--table-only", action="store_true", help="--exact: only re-render the stored result")
+    ap.add_argument("--table-only", action="store_true", help="only re-render the stored result (no measuring)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="--exact: keep stored processes measured with the same settings (default: only this run's)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     if args.exact and args.table_only:  # re-render the stored result (e.g. after changing a default)
@@ -75,6 +79,12 @@ def main(argv: list[str] | None = None) -> dict:
         print(text)
         if args.readme:
             _write_readme(text)
+        return result
+    if args.table_only:
+        result = json.loads(Path(args.out or Path(__file__).parent / "results" / "samplers.json").read_text())
+        print(table(result))
+        if args.readme:
+            write_block(ROOT / "README.md", "samplers-table", table(result))
         return result
     if args.exact:
         return exact_main(args)
@@ -121,7 +131,9 @@ def main(argv: list[str] | None = None) -> dict:
                           f"in-mode {m['in_mode']:.3f}  {sec:.2f}s", file=sys.stderr)
     result = {"benchmark": "samplers", "process": args.process, "prediction": prediction, "epochs": args.epochs,
               "n_samples": args.n, "train_seconds": round(train_s, 1), "torch": torch.__version__,
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "rows": rows}
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "rows": rows,
+              "meta": measurement({"epochs": args.epochs, "n": args.n, "process": args.process,
+                                   "prediction": prediction, "seed": 0})}
     write_json(args.out, result)
     print(table(result))
     return result
@@ -243,10 +255,13 @@ def exact_main(args) -> dict:
                                  "nats": round(nats, 4)})
                 print(f"{pname:12s} {sname:28s} {grid:9s} "
                       + " ".join(f"{r['nats']:+.3f}({r['nfe']})" for r in rows[-len(NFES):]), file=sys.stderr)
-    if Path(out_path).exists():  # keep the processes measured by earlier runs (one run per process)
+    measured = {p: measurement({"n": n, "process": p}) for p in names}
+    if args.reuse and Path(out_path).exists():  # keep processes measured earlier with the same settings
         old = json.loads(Path(out_path).read_text())
-        if old.get("n_samples") == n:
-            rows = rows[:1] + [r for r in old["rows"][1:] if r["process"] not in names] + rows[1:]
+        keep = {p: m for p, m in old.get("measured", {}).items()
+                if p not in names and settings_match({"meta": m}, {"n": n, "process": p})}
+        rows = rows[:1] + [r for r in old["rows"][1:] if r["process"] in keep] + rows[1:]
+        measured = {**keep, **measured}
     defaults = {}
     for sname, (fn, kw, _) in EXACT_SAMPLERS.items():
         defaults[sname] = default_spacing(fn, **kw)
@@ -254,7 +269,7 @@ def exact_main(args) -> dict:
               "data_mean_logp": round(data_mean, 4), "seconds": round(time.perf_counter() - t0, 1),
               "sampler_default_spacing": defaults, "module_default_sampler": MODULE_DEFAULT,
               "torch": torch.__version__, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-              "rows": rows}
+              "measured": measured, "rows": rows}
     write_json(out_path, result)
     text = exact_table(result)
     print(text)
@@ -301,15 +316,12 @@ def exact_table(result: dict, budgets: tuple[int, ...] = (10, 20, 50)) -> str:
     return "\n".join(lines)
 
 
-def _write_readme(text: str, path: Path = Path(__file__).resolve().parents[1] / "README.md") -> None:
-    start, end = "<!-- samplers-exact-table -->", "<!-- /samplers-exact-table -->"
-    readme = path.read_text()
-    if start not in readme:
-        raise SystemExit(f"{path} has no {start} marker")
-    body = readme.split(start)[1].split(end)[0]
-    keep = body.split("<!-- notes -->")[1] if "<!-- notes -->" in body else "\n"
-    new = f"{start}\n{text}\n<!-- notes -->{keep}"
-    path.write_text(readme.replace(start + body, new))
+def _write_readme(text: str, path: Path = ROOT / "README.md") -> None:
+    write_block(path, "samplers-exact-table", text)
+
+
+#: README block -> renderer (and the JSON file it renders)
+TABLES = {"samplers-table": (table, "samplers.json"), "samplers-exact-table": (exact_table, "samplers_exact.json")}
 
 
 if __name__ == "__main__":
