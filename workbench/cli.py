@@ -363,7 +363,6 @@ def _train(cfg: Any, threads: tuple[int, str] = (0, "")) -> Path:
             f.write(OmegaConf.to_yaml(cfg, resolve=True))
         write_json(run_dir / "versions.json", {**versions(), "seed": int(cfg.seed), "threads": threads[0],
                                                "threads_source": threads[1]})
-        print(f"workbench: {threads[0]} torch thread(s) ({threads[1]}; set threads=N to choose)", file=sys.stderr)
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt = str(last) if cfg.resume and last.exists() and not cfg.trainer.fast_dev_run else None
     if ckpt and trainer.global_rank == 0:
