@@ -2,26 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
-from torch import Tensor, nn
+from torch import nn
 
 from .geometry import Euclidean, Geometry
+from .operators import ForwardOperator  # re-exported; defined in workbench.operators
 from .processes import VP
 from .processes.base import Process
 from .state import State
 
 __all__ = ["DomainAdapter", "ForwardOperator"]
-
-
-class ForwardOperator(Protocol):
-    """A linear measurement operator y = A x + noise, with its adjoint."""
-
-    noise_std: float
-
-    def forward(self, x: Tensor) -> Tensor: ...
-
-    def adjoint(self, y: Tensor) -> Tensor: ...
 
 
 @dataclass
