@@ -24,7 +24,7 @@ from ..geometry import Geometry
 from ..precond import Prediction
 from ..processes.base import Process, posterior_variance
 from ..state import State, tree_map
-from ..samplers.common import Callback, steps, finish
+from ..samplers.common import Callback, PostStep, finish, post, steps
 from .base import DenoiserWrapper, maybe_detach, needs_graph
 
 __all__ = ["Energy", "energy_grad", "SelfGuidance", "sample_self_guided_ddpm"]
@@ -78,12 +78,15 @@ class SelfGuidance(DenoiserWrapper):
 def sample_self_guided_ddpm(model: Any, x: State, ts: Tensor, *, process: Process, geometry: Geometry,
                             energy: Energy, scale: float = 1.0, extra_args: dict | None = None,
                             callback: Callback = None, generator: torch.Generator | None = None,
-                            denoise: bool = True, progress: bool = False) -> State:
+                            denoise: bool = True, progress: bool = False, post_step: PostStep = None) -> State:
     """TSDiff's observation self-guidance on the ancestral DDPM sampler.
 
     Each step t -> s: x <- alpha_s x0 + sqrt(sigma_s^2 - c^2) eps + c z (the DDPM posterior,
     c^2 = posterior variance), then x <- x - scale * c^2 * grad_x E(x0_hat(x, t)).
     NFE = 2 per step (+1 if denoise) and one backward pass per step.
+    ``post_step(x, t_next, prediction) -> x`` is applied after every step (after the guidance
+    update and the projection) and to the denoised estimate
+    (see :data:`~workbench.samplers.common.PostStep`).
     """
     extra_args = extra_args or {}
     for i, t, s in steps(ts, progress, f"self-guided DDPM (scale={scale:g})"):
@@ -96,7 +99,7 @@ def sample_self_guided_ddpm(model: Any, x: State, ts: Tensor, *, process: Proces
         if scale != 0:
             grad, _ = energy_grad(model, x, t, geometry, energy, extra_args)
             x = tree_map(lambda v, g, w: v - scale * w * g, x, grad, var)
-        x = geometry.project(x)
+        x = post(post_step, geometry.project(x), s, pred)
         if callback is not None:
             callback(i=i, t=t, x=x, prediction=pred)
-    return finish(model, x, ts[-1], geometry, extra_args, denoise)
+    return finish(model, x, ts[-1], geometry, extra_args, denoise, post_step)

@@ -9,14 +9,28 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..geometry import Geometry
+from ..precond import Prediction
 from ..processes.base import Process
 from ..state import State
 
-__all__ = ["Callback", "steps", "finish", "batch_norm", "require_stochastic", "NFECounter", "default_spacing",
+__all__ = ["Callback", "PostStep", "post", "steps", "finish", "batch_norm", "require_stochastic", "NFECounter", "default_spacing",
            "sampler_grid"]
 
 #: ``callback(i, t, x, prediction)`` is called after every step.
 Callback = Optional[Callable[..., None]]
+
+#: ``post_step(x, t_next, prediction) -> x``: a per-step hook (data consistency, writing known
+#: entries back, ...). Every sampler applies it to the state after each step's projection and
+#: before the callback (``t_next`` is the time the state is now at, ``prediction`` the step's
+#: network output), and to every value it returns in place of the state: the noise-free mean
+#: at the last grid time (Euler-Maruyama, PC, S4) and the denoised estimate of :func:`finish`.
+#: The hook's output is used as is (not projected again).
+PostStep = Optional[Callable[[State, Tensor, Prediction], State]]
+
+
+def post(post_step: PostStep, x: State, t: Tensor, prediction: Prediction) -> State:
+    """``post_step(x, t, prediction)``, or ``x`` unchanged when there is no hook."""
+    return x if post_step is None else post_step(x, t, prediction)
 
 
 def steps(ts: Tensor, progress: bool, desc: str) -> Iterator[tuple[int, Tensor, Tensor]]:
@@ -35,10 +49,16 @@ def batch_norm(x: State, geometry: Geometry) -> Any:
     return geometry.reduce(x * x, "sum").sqrt().mean()
 
 
-def finish(model: Any, x: State, t: Tensor, geometry: Geometry, extra_args: dict, denoise: bool) -> State:
+def finish(model: Any, x: State, t: Tensor, geometry: Geometry, extra_args: dict, denoise: bool,
+           post_step: PostStep = None) -> State:
     """A sampler's result: with ``denoise`` the Tweedie estimate E[x0 | x_t] at the last grid time
-    (one more evaluation), projected onto the constraint set like every state; else ``x``."""
-    return geometry.project(model(x, t, geometry, **extra_args).x0) if denoise else x
+    (one more evaluation), projected onto the constraint set like every state and then passed
+    through ``post_step(x0, t, prediction)`` (a new network prediction, so the hook's constraint
+    would not hold otherwise); else ``x`` as it is (the sampler has already applied the hook)."""
+    if not denoise:
+        return x
+    pred = model(x, t, geometry, **extra_args)
+    return post(post_step, geometry.project(pred.x0), t, pred)
 
 
 def require_stochastic(process: Process, name: str) -> None:

@@ -9,7 +9,7 @@ from torch import Tensor
 from ..geometry import Geometry
 from ..processes.base import Coefficients, Process, transition_variance
 from ..state import State, tree_map
-from .common import Callback, batch_norm, require_stochastic, steps, finish
+from .common import Callback, PostStep, batch_norm, finish, post, require_stochastic, steps
 
 __all__ = ["sample_pc", "langevin_step", "reverse_step"]
 
@@ -69,7 +69,7 @@ def sample_pc(model: Any, x: State, ts: Tensor, *, process: Process, geometry: G
               predictor: Predictor = "reverse_diffusion", corrector: Literal["langevin", "none"] = "langevin",
               snr: float = 0.16, scale_eps: float = 1.0, n_corrector: int = 1, corrector_first: bool = False,
               extra_args: dict | None = None, callback: Callback = None, generator: torch.Generator | None = None,
-              denoise: bool = True, progress: bool = False) -> State:
+              denoise: bool = True, progress: bool = False, post_step: PostStep = None) -> State:
     """Predictor–corrector sampler (Song et al. 2021, Alg. 1; GDSS's PC sampler).
 
     Args:
@@ -79,6 +79,9 @@ def sample_pc(model: Any, x: State, ts: Tensor, *, process: Process, geometry: G
         denoise: end with the Tweedie estimate at t_end from the last predictor mean; with
             ``False`` that mean itself is returned (score_sde's and GDSS's noise removal: the
             predictor's mean, without its noise and without any later corrector step).
+        post_step: ``post_step(x, t_next, prediction) -> x`` after every step (after the
+            corrector; ``prediction`` is the predictor's), on the last predictor mean and on the
+            denoised estimate (see :data:`~workbench.samplers.common.PostStep`).
     NFE = n (1 + n_corrector) (+1 if denoise).
     """
     require_stochastic(process, "sample_pc")
@@ -107,9 +110,11 @@ def sample_pc(model: Any, x: State, ts: Tensor, *, process: Process, geometry: G
         x, x_mean = geometry.project(x), geometry.project(x_mean)
         if not corrector_first:
             x = correct(x, s, alpha)  # x_mean stays the predictor's mean
+        x = post(post_step, x, s, pred)
         if callback is not None:
             callback(i=i, t=t, x=x, prediction=pred)
-    return finish(model, x_mean, ts[-1], geometry, extra_args, denoise)
+    x_mean = post(post_step, x_mean, ts[-1], pred)
+    return finish(model, x_mean, ts[-1], geometry, extra_args, denoise, post_step)
 
 
 #: the process's own grid (uniform in t: Song et al.'s and GDSS's discretisation of the reverse

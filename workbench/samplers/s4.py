@@ -9,7 +9,7 @@ from torch import Tensor
 from ..geometry import Geometry
 from ..processes.base import Process, transition_variance
 from ..state import State, tree_map
-from .common import Callback, require_stochastic, steps, finish
+from .common import Callback, PostStep, finish, post, require_stochastic, steps
 from .pc import _alpha_ratio_sq, langevin_step
 
 __all__ = ["sample_s4"]
@@ -19,7 +19,7 @@ __all__ = ["sample_s4"]
 def sample_s4(model: Any, x: State, ts: Tensor, *, process: Process, geometry: Geometry,
               snr: float = 0.1, scale_eps: float = 1.0, corrector: bool = True,
               extra_args: dict | None = None, callback: Callback = None, generator: torch.Generator | None = None,
-              denoise: bool = False, progress: bool = False) -> State:
+              denoise: bool = False, progress: bool = False, post_step: PostStep = None) -> State:
     """One score evaluation per step for every variable of the system:
 
     1. s = score(x_t, t) (all variables at once, from the same state);
@@ -30,6 +30,8 @@ def sample_s4(model: Any, x: State, ts: Tensor, *, process: Process, geometry: G
     5. second half step from m to s = t + dt, keeping its mean as the noise-free estimate.
 
     ``denoise=False`` (GDSS) returns the last transition mean; ``True`` the Tweedie estimate.
+    ``post_step(x, t_next, prediction) -> x`` is applied after every step, to the last transition
+    mean and to the denoised estimate (see :data:`~workbench.samplers.common.PostStep`).
     NFE = n (+1 if denoise).
     """
     require_stochastic(process, "sample_s4")
@@ -56,9 +58,11 @@ def sample_s4(model: Any, x: State, ts: Tensor, *, process: Process, geometry: G
         x = tree_map(lambda v, d: v + d, x, drift)
         x, x_mean = half(x, cm, cs)
         x, x_mean = geometry.project(x), geometry.project(x_mean)
+        x = post(post_step, x, s, pred)
         if callback is not None:
             callback(i=i, t=t, x=x, prediction=pred)
-    return finish(model, x_mean, ts[-1], geometry, extra_args, denoise)
+    x_mean = post(post_step, x_mean, ts[-1], pred)
+    return finish(model, x_mean, ts[-1], geometry, extra_args, denoise, post_step)
 
 
 #: the process's own grid (uniform in t: GDSS's discretisation of the reverse SDE, so the paper
