@@ -398,7 +398,9 @@ def _load_run(cfg: Any) -> tuple[Any, Any, Any, Path]:
     return dm, module, metrics, run_dir
 
 
-def _draw(cfg: Any, dm: Any, module: Any) -> Any:
+def _draw(cfg: Any, dm: Any, module: Any) -> tuple[Any, list[Any] | None]:
+    """``sample.n`` samples in batches, and the per-item metadata records of the templates (None when
+    they carried none)."""
     import torch
 
     from .state import cat, to_device
@@ -407,9 +409,18 @@ def _draw(cfg: Any, dm: Any, module: Any) -> Any:
     dm.setup("fit")
     n, bs = int(cfg.sample.n), int(cfg.sample.batch_size)
     g = torch.Generator(device=module.device).manual_seed(int(cfg.seed) + 1)
-    out = []
+    out: list[Any] = []
+    metas: list[Any] | None = []
     for start in range(0, n, bs):
         template = dm.sample_template(min(bs, n - start))
+        meta = template.pop("meta", None) if isinstance(template, dict) else None
+        if meta is None or metas is None:
+            metas = None
+        else:
+            if len(meta) != min(bs, n - start):
+                raise ConfigError(f"{type(dm).__name__}.sample_template({min(bs, n - start)}) returned "
+                                  f"{len(meta)} metadata records; it must return one per item")
+            metas.extend(meta)
         out.append(to_device(module.sample(template, steps=int(cfg.sample.steps), generator=g,
                                            progress=sys.stderr.isatty()), "cpu"))
     samples = cat(out)
@@ -420,7 +431,12 @@ def _draw(cfg: Any, dm: Any, module: Any) -> Any:
         raise RunFailed(f"sampling produced {bad} non-finite values out of {total} (nothing was written): the "
                         "model may have diverged in training (check the logged loss) or the sampler settings "
                         f"may not suit it (sampler {cfg.sampler.get('_target_')}, {cfg.sample.steps} steps)")
-    return samples
+    return samples, (metas or None)
+
+
+def _save(dm: Any, samples: Any, directory: Path, meta: list[Any] | None) -> list[Path]:
+    """``dm.save_samples``, with the templates' metadata records when they carried any."""
+    return dm.save_samples(samples, directory, meta=meta) if meta is not None else dm.save_samples(samples, directory)
 
 
 def sample(cfg: Any) -> tuple[Any, Path]:
@@ -429,9 +445,9 @@ def sample(cfg: Any) -> tuple[Any, Path]:
     dm, module, _, run_dir = _load_run(cfg)
     t0 = time.perf_counter()
     with _threads(cfg):
-        samples = _draw(cfg, dm, module)
+        samples, meta = _draw(cfg, dm, module)
     seconds = time.perf_counter() - t0
-    files = dm.save_samples(samples, run_dir / "samples")
+    files = _save(dm, samples, run_dir / "samples", meta)
     if cfg.sample.plot:
         dm.plot_samples(samples, run_dir / "plots" / "samples.png")
     print(f"workbench: {cfg.sample.n} samples in {seconds:.1f} s -> {', '.join(map(str, files))}", file=sys.stderr)
@@ -448,9 +464,9 @@ def evaluate(cfg: Any) -> dict[str, float]:
         raise ConfigError("config key 'metrics' is not set for this experiment")
     t0 = time.perf_counter()
     with _threads(cfg):
-        samples = _draw(cfg, dm, module)
+        samples, meta = _draw(cfg, dm, module)
     sample_s = time.perf_counter() - t0
-    dm.save_samples(samples, run_dir / "samples")
+    _save(dm, samples, run_dir / "samples", meta)
     metrics = {k: float(v) for k, v in metrics_fn(samples, dm.reference()).items()}
     if cfg.sample.plot:
         dm.plot_samples(samples, run_dir / "plots" / "samples.png")

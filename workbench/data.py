@@ -14,8 +14,9 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -211,6 +212,21 @@ class EpochSeededSampler(Sampler[int]):
         return self.n
 
 
+def _jsonable(v: Any) -> Any:
+    """Metadata records as JSON: arrays and tensors as nested lists, numpy scalars as numbers."""
+    if torch.is_tensor(v):
+        return v.detach().cpu().tolist()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
 class DomainDataModule(pl.LightningDataModule):
     """Base datamodule of a domain adapter.
 
@@ -245,7 +261,9 @@ class DomainDataModule(pl.LightningDataModule):
     def sample_template(self, n: int, generator: torch.Generator | None = None) -> dict[str, Any]:
         """A batch dict of ``n`` zero states (with masks / conditions) to start sampling from.
 
-        The default repeats the shapes of the first training item.
+        The default repeats the shapes of the first training item. A domain may add ``"meta"``: a
+        list of ``n`` per-item records (affine, header, coordinates, lattice ...) that the CLI
+        hands back to :meth:`save_samples` with the generated items, in order.
         """
         item = self.train_set[0]
         x = item["x"]
@@ -261,11 +279,23 @@ class DomainDataModule(pl.LightningDataModule):
         items = [ds[i] for i in range(len(ds))]
         return torch.utils.data.default_collate(items)["x"]
 
-    def save_samples(self, samples: State, directory: str | os.PathLike) -> list[Path]:
-        """Write samples in the domain's native format; default: ``samples.pt`` (tensors only)."""
+    def save_samples(self, samples: State, directory: str | os.PathLike, meta: list[Any] | None = None) -> list[Path]:
+        """Write samples in the domain's native format; default: ``samples.pt`` (tensors only) and,
+        when the templates carried metadata, ``meta.json`` (one record per sample, in order).
+
+        ``meta`` is the list of the per-item records that :meth:`sample_template` put under the
+        batch key ``"meta"`` (a NIfTI affine and header, SEG-Y geometry, netCDF coordinates, a
+        lattice ...), handed back in the order of the samples so a domain can write native files.
+        The CLI passes it only when the templates carried it, so a domain whose ``save_samples``
+        has no ``meta`` argument keeps working.
+        """
         path = Path(directory) / "samples.pt"
         save_tensors(path, samples)
-        return [path]
+        files = [path]
+        if meta is not None:
+            write_json(Path(directory) / "meta.json", {"items": [_jsonable(m) for m in meta]})
+            files.append(Path(directory) / "meta.json")
+        return files
 
     def plot_samples(self, samples: State, path: str | os.PathLike) -> Path | None:
         """Save a figure of samples next to the reference; default: none."""
