@@ -313,7 +313,11 @@ def split_validation(train: list[TimeSeries], prediction_length: int, windows: i
     then the one before it, and so on, so that the first n entries spread over the series.
     """
     P = int(prediction_length)
-    ks = val_windows_per_series(train, P, min_length, windows)
+    return _hold_out(train, P, val_windows_per_series(train, P, min_length, windows))
+
+
+def _hold_out(train: list[TimeSeries], P: int, ks: list[int]) -> tuple[list[TimeSeries], list[TimeSeries]]:
+    """:func:`split_validation` for given windows per series ``ks``."""
     short = [s if k == 0 else TimeSeries(s.target[: len(s) - P * k], s.start, s.freq, s.item_id)
              for s, k in zip(train, ks)]
     val = [TimeSeries(train[i].target[: len(train[i]) - P * back], train[i].start, train[i].freq, train[i].item_id)
@@ -473,10 +477,11 @@ class TimeSeriesDataModule(DomainDataModule):
         for s in ds.train + ds.test:
             if np.isnan(s.target).all():
                 raise DataError(f"{ds.name}: series {s.item_id!r} has no observed values")
-        train, val = split_validation(ds.train, self.prediction_length, self.val_windows, L)
+        ks = val_windows_per_series(ds.train, self.prediction_length, L, self.val_windows)
+        train, val = _hold_out(ds.train, self.prediction_length, ks)
         self.train_series, self.val_series = train, val
         #: per validation entry: (index of its series in ``dataset.train``, horizons back from the test start)
-        self.val_index = val_order(val_windows_per_series(ds.train, self.prediction_length, L, self.val_windows))
+        self.val_index = val_order(ks)
         self.train_set = WindowDataset(train, self.context_length, self.prediction_length, self.lags)
         self.val_set = None
         if val:
