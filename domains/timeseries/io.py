@@ -521,7 +521,7 @@ def _check_regular(index: Any, freq: str | None, what: str) -> str:
     if freq is None and len(index) < 3:
         raise DataError(f"{what}: only {len(index)} timestamps, too few to infer the frequency; pass freq=")
     if freq is None:
-        freq = index.freqstr or (pd.infer_freq(index) if len(index) >= 3 else None)
+        freq = index.freqstr or pd.infer_freq(index)
         if freq is None:
             raise DataError(f"{what}: irregular timestamps (no frequency can be inferred); resample to a "
                             "regular grid first, e.g. s.resample('h').mean() -- gaps become NaN, which are "
