@@ -22,7 +22,7 @@ from workbench.errors import ConfigError, DataError, check_int, check_number, fi
 
 from .io import (
     MOLECULE_DROP_REASONS, QM9_ATOMS, ZINC_ATOMS, DataFileNotFound, GraphFormatError, MoleculeError, decode_molecule,
-    generate_community_small, generate_grid, read_graph_json, read_smiles_csv, encode_molecule, write_sdf,
+    gdss_split, generate_community_small, generate_grid, read_graph_json, read_smiles_csv, encode_molecule, write_sdf,
     write_smiles,
 )
 
@@ -223,9 +223,9 @@ class GenericGraphDataModule(_GraphDataModuleBase):
         if len(graphs) < 2:
             raise DataError(f"{len(graphs)} graph(s): at least 2 are needed (one for training, one for the test split)",
                             file=src)
-        k = max(1, int(0.2 * len(graphs)))  # GDSS's split (gdss_split), with at least one test graph
-        train_graphs, test_graphs = list(graphs[k:]), list(graphs[:k])
-        self.train_set = graphs_to_tensors(train_graphs, self.max_nodes, self.max_feat, src, first_index=k)
+        train_graphs, test_graphs = gdss_split(graphs)
+        self.train_set = graphs_to_tensors(train_graphs, self.max_nodes, self.max_feat, src,
+                                           first_index=len(test_graphs))
         self.test_set = graphs_to_tensors(test_graphs, self.max_nodes, self.max_feat, src)
         self.train_graphs, self.test_graphs = train_graphs, test_graphs
         self.val_set = self.test_set

@@ -121,8 +121,9 @@ def read_graph_json(path: str | os.PathLike) -> list[nx.Graph]:
 
 
 def gdss_split(graphs: Sequence[nx.Graph], test_fraction: float = 0.2) -> tuple[list[nx.Graph], list[nx.Graph]]:
-    """GDSS / GraphRNN split: test = the first ``int(0.2 * len)`` graphs, train = the rest (no shuffle)."""
-    k = int(test_fraction * len(graphs))
+    """GDSS / GraphRNN split: test = the first ``int(0.2 * len)`` graphs (at least one), train = the
+    rest (no shuffle)."""
+    k = max(1, int(test_fraction * len(graphs)))
     return list(graphs[k:]), list(graphs[:k])
 
 
