@@ -21,9 +21,9 @@ from workbench.data import DomainDataModule, cache_dir, data_root, save_tensors
 from workbench.errors import ConfigError, DataError, check_int, check_number, first_rows, warn_input
 
 from .io import (
-    MOLECULE_DROP_REASONS, QM9_ATOMS, ZINC_ATOMS, DataFileNotFound, GraphFormatError, MoleculeError, decode_molecule,
-    gdss_split, generate_community_small, generate_grid, read_graph_json, read_smiles_csv, encode_molecule, write_sdf,
-    write_smiles,
+    MOLECULE_DROP_REASONS, QM9_ATOMS, ZINC_ATOMS, DataFileNotFound, GraphFormatError, MoleculeError, _one_line,
+    decode_molecule, gdss_split, generate_community_small, generate_grid, read_graph_json, read_smiles_csv,
+    encode_molecule, write_sdf, write_smiles,
 )
 
 __all__ = [
@@ -441,9 +441,8 @@ class MoleculeDataModule(_GraphDataModuleBase):
                     idx = idx.get("valid_idxs", [])
                 idx = np.asarray([int(i) for i in idx], dtype=np.int64)
             except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError) as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 raise GraphFormatError("not a JSON list of row indices (or an object with a 'valid_idxs' list) "
-                                       f"({type(e).__name__}: {first})", file=p) from e
+                                       f"({_one_line(e)})", file=p) from e
             total = n_rows if self.limit is None else len(read_smiles_csv(self.path, self.column))
             bad = idx[(idx < 0) | (idx >= total)]
             if len(bad):
