@@ -32,6 +32,7 @@ import io
 import json
 import math
 import tarfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -457,6 +458,18 @@ def _to_datetime(col: Any, file: Any, column: str) -> Any:
 _DATE_NAMES = {"date", "datetime", "timestamp", "time", "ds", "period"}
 
 
+def _all_timestamps(col: Any) -> bool:
+    """Whether every cell of a text column parses as a timestamp (quietly: this only sniffs)."""
+    import pandas as pd
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return bool(pd.to_datetime(col, errors="coerce").notna().all())
+        except (ValueError, TypeError, OverflowError):
+            return False
+
+
 def read_csv(path: str | Path, *, prediction_length: int, windows: int = 1, freq: str | None = None,
              date_column: str | None = None, columns: list[str] | None = None, start: str = "2000-01-01",
              name: str | None = None) -> TimeSeriesDataset:
@@ -475,18 +488,8 @@ def read_csv(path: str | Path, *, prediction_length: int, windows: int = 1, freq
         first = df.columns[0]
         if first.strip().lower() in _DATE_NAMES:
             date_column = first
-        elif df[first].dtype == object:
-            with np.errstate(all="ignore"):
-                try:
-                    import warnings
-
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        parsed = pd.to_datetime(df[first], errors="coerce")
-                    if parsed.notna().all():
-                        date_column = first
-                except (ValueError, TypeError, OverflowError):
-                    pass
+        elif df[first].dtype == object and _all_timestamps(df[first]):
+            date_column = first
     elif date_column not in df.columns:
         raise DataError(f"no column {date_column!r} (columns: {list(df.columns)})", file=path)
     if date_column is not None:
