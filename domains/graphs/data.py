@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from workbench.data import DomainDataModule, cache_dir, data_root, save_tensors
+from workbench.data import DomainDataModule, atomic_write, cache_dir, data_root, save_tensors, write_json
 from workbench.errors import ConfigError, DataError, check_int, check_number, first_rows, warn_input
 
 from .io import (
@@ -244,8 +244,6 @@ class GenericGraphDataModule(_GraphDataModuleBase):
             {"num_nodes": G.number_of_nodes(), "edges": sorted([min(u, v), max(u, v)] for u, v in
                                                                nx.convert_node_labels_to_integers(G).edges())}
             for G in graphs]}
-        from workbench.data import write_json
-
         write_json(out / "graphs.json", data)
         save_tensors(out / "samples.pt", samples)
         return [out / "graphs.json", out / "samples.pt"]
@@ -412,10 +410,7 @@ class MoleculeDataModule(_GraphDataModuleBase):
                             f"(lines {lines}); check datamodule.smiles_column, atoms and max_atoms", file=self.path)
         listing = self.dropped_file()
         try:
-            listing.parent.mkdir(parents=True, exist_ok=True)
-            from workbench.data import atomic_write
-
-            with atomic_write(listing) as f:
+            with atomic_write(listing) as f:  # creates the folder
                 f.write("row,line,reason,smiles\n")
                 for i, s, r in zip(enc["dropped_row"], enc["dropped_smiles"], reasons):
                     f.write(f"{int(i)},{int(i) + 2},{r},{json.dumps(str(s))}\n")
