@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .errors import ConfigError, InputError, RunFailed
+from .errors import ConfigError, InputError, RunFailed, check_int, check_number
 
 __all__ = ["main", "compose_config", "build", "train", "sample", "evaluate", "demo", "ConfigError", "MissingExtra",
            "DemoFailure"]
@@ -149,8 +149,6 @@ def validate_config(cfg: Any) -> None:
     process parameters by the process classes.)"""
     from omegaconf import OmegaConf
 
-    from .errors import check_int
-
     def get(key: str) -> Any:
         return OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
 
@@ -161,14 +159,10 @@ def validate_config(cfg: Any) -> None:
     check_int(get("trainer.max_steps"), "trainer.max_steps", minimum=-1, allow_none=True)
     check_int(get("trainer.accumulate_grad_batches"), "trainer.accumulate_grad_batches", minimum=1, allow_none=True)
     check_int(get("trainer.check_val_every_n_epoch"), "trainer.check_val_every_n_epoch", minimum=1, allow_none=True)
-    for key in ("datamodule.batch_size", "datamodule.num_workers"):
-        if get(key) is not None:
-            check_int(get(key), key, minimum=0 if key.endswith("num_workers") else 1)
-    from .errors import check_number
-
-    for key in ("module.lr", "trainer.gradient_clip_val"):
-        if get(key) is not None:
-            check_number(get(key), key, minimum=0.0, exclusive_minimum=key == "module.lr")
+    check_int(get("datamodule.batch_size"), "datamodule.batch_size", minimum=1, allow_none=True)
+    check_int(get("datamodule.num_workers"), "datamodule.num_workers", minimum=0, allow_none=True)
+    check_number(get("module.lr"), "module.lr", minimum=0.0, exclusive_minimum=True, allow_none=True)
+    check_number(get("trainer.gradient_clip_val"), "trainer.gradient_clip_val", minimum=0.0, allow_none=True)
 
 
 def _resolve_run_dir(cfg: Any) -> Path:
@@ -207,8 +201,6 @@ def choose_threads(requested: Any = None) -> tuple[int, str]:
     ``OMP_NUM_THREADS`` if set, else the cores idle right now (at least 1). Oversubscribed OpenMP
     threads spin: with 2 threads on a 2-core machine and one other busy process, TSDiff training
     went from 0.2 to 10-12 s per batch; one thread fixed it."""
-    from .errors import check_int
-
     if requested is not None:
         return int(check_int(requested, "threads", minimum=1)), "config key threads"
     env = os.environ.get("OMP_NUM_THREADS", "")
@@ -264,20 +256,6 @@ def _scoped_global_state() -> Iterator[None]:
         torch.set_rng_state(states[2])
         if states[3] is not None:
             torch.cuda.set_rng_state_all(states[3])
-
-
-@contextlib.contextmanager
-def _env(name: str, value: str) -> Iterator[None]:
-    """Set an environment variable for the duration of a block, then restore it."""
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
 
 
 def versions() -> dict[str, str]:
@@ -368,9 +346,9 @@ def _train(cfg: Any, threads: tuple[int, str] = (0, "")) -> Path:
     if ckpt and trainer.global_rank == 0:
         print(f"workbench: resuming from {ckpt}", file=sys.stderr)
     # DDP children re-run the command line: they find the same run directory through the
-    # environment, set only while fit runs (the caller's environment is restored afterwards)
-    with _env(ENV_RUN_DIR, str(run_dir)):
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    # environment (train's _scoped_global_state restores the caller's environment afterwards)
+    os.environ[ENV_RUN_DIR] = str(run_dir)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     if not trainer.num_training_batches and not trainer.fast_dev_run:
         raise RunFailed(f"training ran 0 batches: the training split of {type(dm).__name__} is empty or smaller "
                         "than one batch (check the data files, the split sizes and datamodule.batch_size)")
@@ -456,15 +434,19 @@ def sample(cfg: Any) -> tuple[Any, Path]:
 
 def evaluate(cfg: Any) -> dict[str, float]:
     """Sample, compute the domain's metrics against its reference and write ``metrics.json``."""
-    from .data import write_json
-
     validate_config(cfg)
     dm, module, metrics_fn, run_dir = _load_run(cfg)
     if metrics_fn is None:
         raise ConfigError("config key 'metrics' is not set for this experiment")
+    with _threads(cfg):   # chosen once for the draw and the task
+        return _evaluate(cfg, dm, module, metrics_fn, run_dir)
+
+
+def _evaluate(cfg: Any, dm: Any, module: Any, metrics_fn: Any, run_dir: Path) -> dict[str, float]:
+    from .data import write_json
+
     t0 = time.perf_counter()
-    with _threads(cfg):
-        samples, meta = _draw(cfg, dm, module)
+    samples, meta = _draw(cfg, dm, module)
     sample_s = time.perf_counter() - t0
     _save(dm, samples, run_dir / "samples", meta)
     metrics = {k: float(v) for k, v in metrics_fn(samples, dm.reference()).items()}
@@ -477,8 +459,7 @@ def evaluate(cfg: Any) -> dict[str, float]:
         # task(module, datamodule, run_dir) -> dict of floats, merged into the metrics
         task = _instantiate(cfg, "task")
         t0 = time.perf_counter()
-        with _threads(cfg):
-            task_metrics = {k: float(v) for k, v in task(module, dm, run_dir).items()}
+        task_metrics = {k: float(v) for k, v in task(module, dm, run_dir).items()}
         metrics.update(task_metrics)
         report["task_seconds"] = round(time.perf_counter() - t0, 3)
     write_json(run_dir / "metrics.json", report)
@@ -652,16 +633,29 @@ def list_groups() -> dict[str, list[str]]:
             if g.is_dir() and g.name not in ("experiment", "__pycache__")}
 
 
+def _experiment_lines(indent: str = "") -> list[str]:
+    exps = list_experiments()
+    width = max((len(k) for k in exps), default=0)
+    return [f"{indent}{k:<{width}}  {v}" for k, v in exps.items()]
+
+
+def _group_lines() -> list[str]:
+    return [f"  {g:<10} {', '.join(c)}" for g, c in list_groups().items()]
+
+
+def _experiment_arg(args: Sequence[str]) -> str | None:
+    """The value of ``experiment=`` (or ``+experiment=``) among command-line overrides."""
+    return next((a.split("=", 1)[1] for a in args if "=" in a and a.split("=", 1)[0].lstrip("+") == "experiment"),
+                None)
+
+
 def _help() -> str:
     lines = ["usage: workbench <command> [key=value ...]", "", "commands:"]
     lines += [f"  {v:<9} {d}" for v, d in VERBS.items()]
     lines += ["", "examples:", *("  " + ln.strip() for ln in USAGE.strip().splitlines()), "",
               "experiments (experiment=<name>; `workbench show experiment=<name>` for its keys):"]
-    exps = list_experiments()
-    width = max((len(k) for k in exps), default=0)
-    lines += [f"  {k:<{width}}  {v}" for k, v in exps.items()]
-    lines += ["", "config groups (<group>=<choice>):"]
-    lines += [f"  {g:<10} {', '.join(c)}" for g, c in list_groups().items()]
+    lines += _experiment_lines("  ")
+    lines += ["", "config groups (<group>=<choice>):", *_group_lines()]
     lines += ["", "Any key of the composed config can be overridden with key=value (+key=value adds one);",
               "`workbench --debug <command>` shows full tracebacks."]
     return "\n".join(lines)
@@ -673,12 +667,12 @@ def show(overrides: Sequence[str]) -> str:
     from omegaconf import OmegaConf
 
     overrides = [o for o in overrides if o not in ("--help", "-h")]
-    if not any(o.split("=", 1)[0].lstrip("+") == "experiment" for o in overrides):
+    exp = _experiment_arg(overrides)
+    if exp is None:
         raise ConfigError("show needs experiment=<name> (`workbench list` lists them)")
     cfg = compose_config(overrides)
     dm = OmegaConf.to_container(cfg.datamodule, resolve=False) if cfg.get("datamodule") is not None else {}
-    lines = [f"experiment: {next(o.split('=', 1)[1] for o in overrides if o.split('=', 1)[0].lstrip('+') == 'experiment')}",
-             "", "data keys (datamodule.<key>=..., null = not set / the dataset's own):"]
+    lines = [f"experiment: {exp}", "", "data keys (datamodule.<key>=..., null = not set / the dataset's own):"]
     if isinstance(dm, dict):
         width = max((len(k) for k in dm), default=0)
         lines += [f"  {k:<{width}}  {v!r}" for k, v in dm.items() if k != "_target_"]
@@ -702,16 +696,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd, rest = argv[0], argv[1:]
     try:
         if cmd in VERBS and any(a in ("--help", "-h") for a in rest):
-            if any(a.split("=", 1)[0].lstrip("+") == "experiment" for a in rest) and cmd in ("train", "show"):
+            if _experiment_arg(rest) is not None and cmd in ("train", "show"):
                 print(show(rest))
             else:
                 print(f"workbench {cmd}: {VERBS[cmd]}\n\n" + _help())
             return 0
         if cmd == "list":
-            exps = list_experiments()
-            width = max((len(k) for k in exps), default=0)
-            print("\n".join(f"{k:<{width}}  {v}" for k, v in exps.items()))
-            print("\nconfig groups:\n" + "\n".join(f"  {g:<10} {', '.join(c)}" for g, c in list_groups().items()))
+            print("\n".join(_experiment_lines()))
+            print("\nconfig groups:\n" + "\n".join(_group_lines()))
             return 0
         if cmd == "show":
             print(show(rest))
@@ -733,35 +725,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"workbench: error: unknown command {cmd!r}; use {', '.join(VERBS)} (workbench --help)",
                   file=sys.stderr)
             return 2
-    except (InputError, MissingExtra) as e:  # the user's file / value / config key, or a missing extra
+    except (InputError, MissingExtra, RunFailed, DemoFailure, FileNotFoundError, FloatingPointError) as e:
+        # the user's file / value / config key or a missing extra (exit 2); nothing usable produced:
+        # a non-finite loss or samples, nothing to train on, a diverged guided forecast, a failing
+        # demo domain (exit 1). Anything else is a bug and keeps its traceback.
         if debug:
             raise
-        print(f"workbench: error: {_first_line(e)}", file=sys.stderr)
-        return 2
-    except RunFailed as e:  # nothing usable was produced (non-finite loss or samples, nothing to train on)
-        if debug:
-            raise
-        print(f"workbench: error: {_first_line(e)}", file=sys.stderr)
-        return 1
-        if debug:
-            raise
-        print(f"workbench: error: {e}", file=sys.stderr)
-        return 2
-    except DemoFailure as e:
-        if debug:
-            raise
-        print(f"workbench: error: {e} (run `workbench --debug demo ...` for the traceback)", file=sys.stderr)
-        return 1
-    except FileNotFoundError as e:
-        if debug:
-            raise
-        print(f"workbench: error: {e}", file=sys.stderr)
-        return 2
-    except FloatingPointError as e:  # e.g. guided sampling that diverged
-        if debug:
-            raise
-        print(f"workbench: error: {e}", file=sys.stderr)
-        return 1
+        code = 1 if isinstance(e, (RunFailed, DemoFailure, FloatingPointError)) else 2
+        text = _first_line(e) if isinstance(e, (InputError, MissingExtra, RunFailed)) else str(e)
+        hint = " (run `workbench --debug demo ...` for the traceback)" if isinstance(e, DemoFailure) else ""
+        print(f"workbench: error: {text}{hint}", file=sys.stderr)
+        return code
     return 0
 
 

@@ -151,39 +151,35 @@ CLI_CASES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CLI_CASES))
-def test_cli_never_runs_pickled_code(name: str, toy_run: Path, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def _cli_on_planted(name: str, toy_run: Path, marker: Path, capsys: pytest.CaptureFixture[str]) -> tuple[str, Path]:
+    """Run CLI case ``name`` with its checkpoint replaced by a planted one (restored afterwards);
+    stderr and the planted file's path."""
     args, ckpt = CLI_CASES[name]
-    marker = tmp_path / "marker"
     path = toy_run / "checkpoints" / ckpt
     saved = path.read_bytes() if path.exists() else None
     _plant(path, marker)
     try:
-        err = _cli([*args, f"run_dir={toy_run}"], capsys)
+        return _cli([*args, f"run_dir={toy_run}"], capsys), path
     finally:
         if saved is not None:
             path.write_bytes(saved)
         else:
             path.unlink()
+
+
+@pytest.mark.parametrize("name", sorted(CLI_CASES))
+def test_cli_never_runs_pickled_code(name: str, toy_run: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    marker = tmp_path / "marker"
+    err, _ = _cli_on_planted(name, toy_run, marker, capsys)
     assert not marker.exists(), f"`workbench {name}` ran the checkpoint's code"
-    assert ckpt in err, err
+    assert CLI_CASES[name][1] in err, err
 
 
 @pytest.mark.parametrize("name", sorted(CLI_CASES))
 def test_cli_refuses_in_one_clean_line(name: str, toy_run: Path, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    args, ckpt = CLI_CASES[name]
-    path = toy_run / "checkpoints" / ckpt
-    saved = path.read_bytes() if path.exists() else None
-    _plant(path, tmp_path / "marker")
-    try:
-        err = _cli([*args, f"run_dir={toy_run}"], capsys)
-    finally:
-        if saved is not None:
-            path.write_bytes(saved)
-        else:
-            path.unlink()
+    err, path = _cli_on_planted(name, toy_run, tmp_path / "marker", capsys)
     lines = [ln for ln in err.splitlines() if not ln.startswith("workbench: resuming from")]
     _assert_one_clean_line("\n".join(lines).replace("workbench: error: ", ""), path)
 

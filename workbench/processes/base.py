@@ -164,10 +164,6 @@ class Process:
         lam = self.coefficients(t).log_snr
         return next(iter(lam.values())) if isinstance(lam, Mapping) else lam
 
-    def _logsnr_grid(self, steps: int) -> Tensor:
-        """Times whose log-SNR is evenly spaced (see :meth:`_level_grid`)."""
-        return self._level_grid(steps, "logsnr")
-
     def _level_grid(self, steps: int, spacing: str, rho: float = 7.0) -> Tensor:
         """Times at which the noise level lambda = log(alpha / sigma) follows ``spacing``:
         ``"logsnr"`` (lambda evenly spaced) or ``"karras"`` (sigma / alpha = exp(-lambda)
