@@ -119,19 +119,21 @@ def check_number(value: Any, key: str, *, minimum: float | None = None, maximum:
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
-def check_finite(values: Any, *, file: Any = None, what: str = "values", rows: Sequence[Any] | None = None,
-                 float32: bool = True) -> np.ndarray:
-    """Refuse non-finite values (and, with ``float32``, values beyond float32's range) with the count
-    and the first offending rows. ``values``: an array whose first axis is the row; ``rows`` names
-    the rows (defaults to their index). NaN meant as "missing" must be masked before this check."""
+def check_finite(values: Any, *, file: Any = None, where: str | None = None, rows: Sequence[Any] | None = None,
+                 label: str = "rows", allow_nan: bool = False, float32: bool = True) -> np.ndarray:
+    """Refuse infinite values (NaN too unless ``allow_nan``, where NaN means "missing"; with
+    ``float32``, also values beyond float32's range) with the count and the first offending rows.
+    ``values``: an array whose first axis is the row; ``rows`` names the rows (default: their
+    index) and ``label`` what they are ("rows", "lines"). Returns the values as float64."""
     a = np.asarray(values, dtype=np.float64)
-    bad = ~np.isfinite(a)
-    if float32:
-        bad |= np.abs(np.where(np.isfinite(a), a, 0.0)) > _F32_MAX
+    with np.errstate(invalid="ignore"):
+        bad = np.isinf(a) if allow_nan else ~np.isfinite(a)
+        if float32:
+            bad |= np.abs(np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)) > _F32_MAX
     if bad.any():
         per_row = bad.reshape(len(a), -1).any(1) if a.ndim > 1 else bad
         idx = np.flatnonzero(per_row)
         names = [rows[i] for i in idx] if rows is not None else idx.tolist()
-        kind = "infinite or beyond float32's range" if float32 else "infinite or NaN"
-        raise DataError(f"{int(bad.sum())} {what} are {kind} (rows {first_rows(names)})", file=file)
+        kind = ("" if allow_nan else "NaN, ") + ("infinite or beyond float32's range (±3.4e38)" if float32 else "infinite")
+        raise DataError(f"{int(bad.sum())} value(s) are {kind} at {label} {first_rows(names)}", file=file, where=where)
     return a

@@ -39,12 +39,11 @@ from typing import IO, Any
 
 import numpy as np
 
-from workbench.errors import DataError, check_int, first_rows
+from workbench.errors import DataError, check_finite, check_int, first_rows
 
 __all__ = ["TimeSeries", "TimeSeriesDataset", "DataError", "read_jsonl", "read_gluonts", "read_m4",
            "read_wide_csv", "read_csv", "from_pandas", "rolling_test", "normalize_freq"]
 
-_F32_MAX = float(np.finfo(np.float32).max)
 _MISSING = {"", "nan", "na", "n/a", "null", "none"}
 
 
@@ -60,12 +59,7 @@ def _refuse_values(num: np.ndarray, *, file: Any, where: str | None = None, name
         raise DataError(f"{len(idx)} non-numeric value(s){' (' + eg + ')' if eg else ''} at {label} "
                         f"{first_rows([names[i] for i in idx])}; use numbers, or leave the cell empty / NaN "
                         "for a missing value", file=file, where=where)
-    with np.errstate(invalid="ignore"):
-        bad = np.isinf(num) | (np.abs(np.nan_to_num(num, nan=0.0, posinf=0.0, neginf=0.0)) > _F32_MAX)
-    if bad.any():
-        idx = np.flatnonzero(bad)
-        raise DataError(f"{len(idx)} value(s) are infinite or beyond float32's range (±3.4e38) at {label} "
-                        f"{first_rows([names[i] for i in idx])}", file=file, where=where)
+    check_finite(num, file=file, where=where, rows=names, label=label, allow_nan=True)
     return num.astype(np.float32)
 
 
