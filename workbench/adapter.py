@@ -28,6 +28,10 @@ class DomainAdapter:
         operator: optional forward operator for inverse problems.
         process: the forward process the domain trains with.
         prediction: the network's parametrisation.
+        method: None for diffusion (``process`` + ``prediction``), else a factory
+            ``method(network) -> Method`` for another generative method (e.g.
+            ``functools.partial(workbench.bayesflow.BayesianFlowMethod, flow=...)``); see
+            :mod:`workbench.method`.
     """
 
     datamodule: Any
@@ -37,10 +41,14 @@ class DomainAdapter:
     operator: ForwardOperator | None = None
     process: Process = field(default_factory=VP)
     prediction: str = "eps"
+    method: Callable[[nn.Module], Any] | None = None
 
     def module(self) -> Any:
-        """A :class:`workbench.lit.DiffusionModule` for this adapter."""
-        from .lit import DiffusionModule
+        """The Lightning module for this adapter: a :class:`workbench.lit.DiffusionModule`, or a
+        :class:`workbench.lit.GenerativeModule` holding ``method(network)``."""
+        from .lit import DiffusionModule, GenerativeModule
 
+        if self.method is not None:
+            return GenerativeModule(self.method(self.network))
         return DiffusionModule(network=self.network, process=self.process, geometry=self.geometry,
                                prediction=self.prediction)

@@ -270,7 +270,8 @@ def versions() -> dict[str, str]:
 
 # -- building ----------------------------------------------------------------------------------------
 def build(cfg: Any) -> tuple[Any, Any, Any]:
-    """(datamodule, DiffusionModule, metrics fn or None) from a composed config."""
+    """(datamodule, module, metrics fn or None) from a composed config: a DiffusionModule, or a
+    GenerativeModule holding the config's ``method`` when it is set (e.g. a Bayesian flow network)."""
     from .lit import DiffusionModule
 
     dm = _instantiate(cfg, "datamodule")
@@ -287,12 +288,37 @@ def build(cfg: Any) -> tuple[Any, Any, Any]:
     except Exception as e:  # noqa: BLE001
         raise ConfigError(f"bad value under config key 'module': {_one_line(e)}") from e
     kwargs = dict(kwargs)
+    if cfg.get("method") is not None:
+        return dm, _method_module(cfg, network, kwargs), metrics
     try:
         module = DiffusionModule(network=network, process=process, geometry=geometry, loss=loss,
                                  sampler=sampler, seed=int(cfg.seed), **kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"bad value under config key 'module': {e}") from e
     return dm, module, metrics
+
+
+#: module keys that belong to diffusion; a non-diffusion ``method`` takes its own settings
+_DIFFUSION_ONLY = ("prediction", "sample_spacing", "sigma_data")
+
+
+def _method_module(cfg: Any, network: Any, kwargs: dict) -> Any:
+    """A GenerativeModule holding the config's ``method`` (a partial taking ``network=``); the
+    optimiser keys under ``module`` apply, and ``module.sample_steps`` is the default step count.
+    (``process``, ``loss`` and ``sampler`` are diffusion's and are not used.)"""
+    from .lit import GenerativeModule
+
+    factory = _instantiate(cfg, "method")
+    try:
+        method = factory(network=network) if callable(factory) and not hasattr(factory, "loss") else factory
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bad value under config key 'method': {_one_line(e)}") from e
+    for k in _DIFFUSION_ONLY:
+        kwargs.pop(k, None)
+    try:
+        return GenerativeModule(method, seed=int(cfg.seed), **kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bad value under config key 'module' or 'method': {e}") from e
 
 
 def _trainer(cfg: Any, run_dir: Path) -> tuple[Any, list]:

@@ -1,9 +1,10 @@
-"""Lightning wiring: one :class:`DiffusionModule` (network + process + loss + sampler), an
-:class:`EMA` callback, and :class:`AtomicCheckpointIO` (checkpoints written atomically and
+"""Lightning wiring: :class:`GenerativeModule` (one generative *method* trained and sampled
+with shared machinery), :class:`DiffusionModule` (the module for diffusion / flow matching),
+an :class:`EMA` callback, and :class:`AtomicCheckpointIO` (checkpoints written atomically and
 loaded with ``weights_only=True``).
 
-Training noise (t and eps) is drawn from a generator seeded by (seed, global step, rank),
-so a run resumed from a checkpoint continues exactly as an uninterrupted one would.
+Training noise is drawn from a generator seeded by (seed, global step, rank), so a run resumed
+from a checkpoint continues exactly as an uninterrupted one would.
 """
 from __future__ import annotations
 
@@ -16,75 +17,63 @@ import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch import Tensor, nn
 
-from .geometry import Euclidean, Geometry
-from .losses import DenoisingScoreMatching
+from .geometry import Geometry
+from .method import DiffusionMethod, Method, check_batch
 from .precond import Denoiser
 from .processes.base import Process
 from .state import State, batch_size, to_device
-from .samplers.common import sampler_grid
-from .samplers.dpm_solver import sample_dpm_solver
 
-__all__ = ["DiffusionModule", "EMA", "AtomicCheckpointIO", "load_checkpoint", "load_ema_weights", "default_loggers"]
+__all__ = ["GenerativeModule", "DiffusionModule", "EMA", "AtomicCheckpointIO", "load_checkpoint",
+           "load_ema_weights", "default_loggers"]
 
 
-class DiffusionModule(pl.LightningModule):
-    """A diffusion / flow model: ``network`` wrapped in a :class:`Denoiser` for ``process``.
+class GenerativeModule(pl.LightningModule):
+    """Trains and samples one generative ``method`` (see :mod:`workbench.method`): diffusion
+    (:class:`~workbench.method.DiffusionMethod`), a Bayesian flow network
+    (:class:`workbench.bayesflow.BayesianFlowMethod`), or a user's own.
+
+    Everything around the method is shared: the seeded per-step noise generator, the optimiser
+    and learning-rate decay, per-group gradient clipping, the non-finite-loss stop, EMA,
+    checkpoints, the CLI.
 
     Args:
-        network: ``net(x, t, **extras) -> State``; extras are the batch's ``cond`` and ``mask``.
-        process: forward process (VP, VE, EDM, interpolant, DDPM, joint ...).
-        geometry: the state's geometry (bound to each batch's mask).
-        prediction: what the network outputs: eps / x0 / v / score / velocity / edm.
-        loss: a per-sample loss (default: denoising score matching, uniform weighting).
-        sampler: a ``sample_<algo>`` function or partial (default: DPM-Solver++(2M), on its log-SNR grid).
-        sample_steps: default number of sampler steps.
-        sample_spacing: time-grid spacing for sampling ("time", "logsnr", "karras", "quadratic"); None =
-            the grid the sampler is built for (its ``default_spacing``: log-SNR for DPM-Solver, the
-            rho-spaced "karras" grid for Heun, ...; see :func:`workbench.samplers.common.sampler_grid`),
-            else the process's default (uniform in t; EDM's rho schedule).
-        lr, weight_decay, betas: Adam(W) settings; ``optimizer`` (a partial taking params) overrides.
+        method: an ``nn.Module`` with ``network``, ``loss(batch, generator)`` and
+            ``sample(template, ...)``.
+        lr, weight_decay, betas: AdamW settings; ``optimizer`` (a partial taking params) overrides.
         lr_decay: per-epoch exponential learning-rate decay (1.0 = none).
+        sample_steps: default number of sampling steps (None: the method's own default).
         seed: seed of the per-step training-noise generator.
     """
 
-    def __init__(self, network: nn.Module, process: Process, geometry: Geometry | None = None,
-                 prediction: str = "eps", loss: Callable | None = None, sampler: Callable | None = None,
-                 sample_steps: int = 50, sample_spacing: str | None = None, lr: float = 1e-3, weight_decay: float = 0.0,
+    def __init__(self, method: Method, lr: float = 1e-3, weight_decay: float = 0.0,
                  betas: tuple[float, float] = (0.9, 0.999), lr_decay: float = 1.0,
-                 optimizer: Callable | None = None, sigma_data: float = 0.5, seed: int = 0) -> None:
+                 optimizer: Callable | None = None, sample_steps: int | None = None, seed: int = 0) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["network", "process", "geometry", "loss", "sampler", "optimizer"])
-        self.denoiser = Denoiser(network, process, prediction=prediction, sigma_data=sigma_data)
-        self.process = process
-        self.geometry = geometry if geometry is not None else Euclidean()
-        self.loss_fn = loss if loss is not None else DenoisingScoreMatching()
-        self.sampler = sampler if sampler is not None else sample_dpm_solver
-        self.sample_steps = int(sample_steps)
-        self.sample_spacing = sample_spacing
+        if type(self) is GenerativeModule:
+            self.save_hyperparameters(ignore=["method", "optimizer"])
+        for name in ("loss", "sample"):
+            if not callable(getattr(method, name, None)):
+                raise TypeError(f"{type(method).__name__} is not a method: it has no {name}() "
+                                "(see workbench.method.Method)")
+        self.method = method
         self.lr, self.weight_decay, self.betas, self.lr_decay = lr, weight_decay, tuple(betas), lr_decay
         self.optimizer_factory = optimizer
+        self.default_steps = None if sample_steps is None else int(sample_steps)
         self.seed = int(seed)
 
     @property
     def network(self) -> nn.Module:
-        return self.denoiser.net
+        return self.method.network
 
     # -- helpers ----------------------------------------------------------------------
-    @staticmethod
-    def _extras(batch: dict) -> dict[str, Any]:
-        return {k: batch[k] for k in ("cond", "mask") if batch.get(k) is not None}
-
     def _generator(self, salt: int) -> torch.Generator:
         g = torch.Generator(device=self.device)
         g.manual_seed((self.seed * 1_000_003 + salt * 7919 + self.global_rank * 104_729) % (2**63 - 1))
         return g
 
     def _loss(self, batch: dict, generator: torch.Generator) -> Any:
-        if not isinstance(batch, dict) or "x" not in batch:
-            raise TypeError("batches must be dicts with the state under 'x' (and optional 'mask', 'cond')")
-        geometry = self.geometry.bind(batch.get("mask"))
-        return self.loss_fn(self.denoiser, batch["x"], geometry=geometry, generator=generator,
-                            extras=self._extras(batch))
+        check_batch(batch)
+        return self.method.loss(batch, generator)
 
     # -- Lightning hooks ------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
@@ -140,6 +129,104 @@ class DiffusionModule(pl.LightningModule):
 
     # -- sampling ---------------------------------------------------------------------------
     @torch.no_grad()
+    def sample(self, template: dict, *, steps: int | None = None, generator: torch.Generator | None = None,
+               progress: bool = False, **kwargs: Any) -> State:
+        """Draw samples shaped like ``template["x"]`` (with its ``mask`` and ``cond``), in eval mode,
+        on the module's device; ``kwargs`` go to the method's ``sample``."""
+        template = to_device(template, self.device)
+        was_training = self.training
+        self.eval()
+        try:
+            return self.method.sample(template, steps=steps or self.default_steps, generator=generator,
+                                      progress=progress, **kwargs)
+        finally:
+            self.train(was_training)
+
+    # -- checkpoints written before the method split kept the denoiser at the top level -------
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        old = prefix + "denoiser."
+        for key in [k for k in state_dict if k.startswith(old)]:
+            state_dict[prefix + "method." + key[len(prefix):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class DiffusionModule(GenerativeModule):
+    """A diffusion / flow model: a :class:`GenerativeModule` holding a
+    :class:`~workbench.method.DiffusionMethod` (``network`` wrapped in a :class:`Denoiser` for
+    ``process``). ``denoiser``, ``process``, ``geometry``, ``loss_fn``, ``sampler``,
+    ``sample_steps`` and ``sample_spacing`` are the method's.
+
+    Args:
+        network: ``net(x, t, **extras) -> State``; extras are the batch's ``cond`` and ``mask``.
+        process: forward process (VP, VE, EDM, interpolant, DDPM, joint ...).
+        geometry: the state's geometry (bound to each batch's mask).
+        prediction: what the network outputs: eps / x0 / v / score / velocity / edm.
+        loss: a per-sample loss (default: denoising score matching, uniform weighting).
+        sampler: a ``sample_<algo>`` function or partial (default: DPM-Solver++(2M), on its log-SNR grid).
+        sample_steps: default number of sampler steps.
+        sample_spacing: time-grid spacing for sampling ("time", "logsnr", "karras", "quadratic"); None =
+            the grid the sampler is built for (its ``default_spacing``: log-SNR for DPM-Solver, the
+            rho-spaced "karras" grid for Heun, ...; see :func:`workbench.samplers.common.sampler_grid`),
+            else the process's default (uniform in t; EDM's rho schedule).
+        lr, weight_decay, betas: Adam(W) settings; ``optimizer`` (a partial taking params) overrides.
+        lr_decay: per-epoch exponential learning-rate decay (1.0 = none).
+        seed: seed of the per-step training-noise generator.
+    """
+
+    def __init__(self, network: nn.Module, process: Process, geometry: Geometry | None = None,
+                 prediction: str = "eps", loss: Callable | None = None, sampler: Callable | None = None,
+                 sample_steps: int = 50, sample_spacing: str | None = None, lr: float = 1e-3, weight_decay: float = 0.0,
+                 betas: tuple[float, float] = (0.9, 0.999), lr_decay: float = 1.0,
+                 optimizer: Callable | None = None, sigma_data: float = 0.5, seed: int = 0) -> None:
+        method = DiffusionMethod(network, process, geometry, prediction=prediction, loss=loss, sampler=sampler,
+                                 sample_steps=sample_steps, sample_spacing=sample_spacing, sigma_data=sigma_data)
+        super().__init__(method, lr=lr, weight_decay=weight_decay, betas=betas, lr_decay=lr_decay,
+                         optimizer=optimizer, seed=seed)
+        self.save_hyperparameters(ignore=["network", "process", "geometry", "loss", "sampler", "optimizer"])
+
+    @property
+    def denoiser(self) -> Denoiser:
+        return self.method.denoiser
+
+    @property
+    def process(self) -> Process:
+        return self.method.process
+
+    @property
+    def geometry(self) -> Geometry:
+        return self.method.geometry
+
+    @property
+    def loss_fn(self) -> Callable:
+        return self.method.loss_fn
+
+    @property
+    def sampler(self) -> Callable:
+        return self.method.sampler
+
+    @property
+    def sample_steps(self) -> int:
+        return self.method.sample_steps
+
+    @sample_steps.setter
+    def sample_steps(self, value: int) -> None:
+        self.method.sample_steps = int(value)
+
+    @property
+    def sample_spacing(self) -> str | None:
+        return self.method.sample_spacing
+
+    @sample_spacing.setter
+    def sample_spacing(self, value: str | None) -> None:
+        self.method.sample_spacing = value
+
+    @staticmethod
+    def _extras(batch: dict) -> dict[str, Any]:
+        from .method import extras
+
+        return extras(batch)
+
+    @torch.no_grad()
     def sample(self, template: dict, *, sampler: Callable | None = None, steps: int | None = None,
                spacing: str | None = None, generator: torch.Generator | None = None,
                progress: bool = False, **kwargs: Any) -> State:
@@ -151,19 +238,8 @@ class DiffusionModule(pl.LightningModule):
             steps: number of steps on ``process.time_grid`` (default: ``sample_steps``).
             spacing: the grid's spacing (default: ``sample_spacing``, else the sampler's own).
         """
-        template = to_device(template, self.device)
-        geometry = self.geometry.bind(template.get("mask"))
-        x = self.process.prior_sample(template["x"], geometry, generator=generator)
-        fn = sampler or self.sampler
-        ts = sampler_grid(self.process, fn, steps or self.sample_steps, spacing=spacing or self.sample_spacing,
-                          device=self.device, **kwargs)
-        was_training = self.training
-        self.eval()
-        try:
-            return fn(self.denoiser, x, ts, process=self.process, geometry=geometry,
-                      extra_args=self._extras(template), generator=generator, progress=progress, **kwargs)
-        finally:
-            self.train(was_training)
+        return super().sample(template, sampler=sampler, steps=steps, spacing=spacing, generator=generator,
+                              progress=progress, **kwargs)
 
 
 class EMA(pl.Callback):
@@ -282,6 +358,8 @@ def load_ema_weights(module: nn.Module, checkpoint: dict[str, Any]) -> bool:
     params = dict(module.named_parameters())
     with torch.no_grad():
         for name, value in shadow.items():
+            if name not in params and "method." + name in params:  # saved before the method split
+                name = "method." + name
             if name in params:
                 params[name].copy_(value)
     return True
