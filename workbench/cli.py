@@ -153,7 +153,8 @@ def validate_config(cfg: Any) -> None:
         return OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
 
     check_int(get("seed"), "seed", minimum=0)
-    for key in ("sample.n", "sample.batch_size", "sample.steps", "module.sample_steps"):
+    for key in ("sample.n", "sample.batch_size", "sample.steps", "module.sample_steps", "sample.posterior_samples",
+                "sample.observations"):
         check_int(get(key), key, minimum=1, allow_none=True)
     check_int(get("trainer.max_epochs"), "trainer.max_epochs", minimum=-1, allow_none=True)
     check_int(get("trainer.max_steps"), "trainer.max_steps", minimum=-1, allow_none=True)
@@ -444,9 +445,15 @@ def _save(dm: Any, samples: Any, directory: Path, meta: list[Any] | None) -> lis
 
 
 def sample(cfg: Any) -> tuple[Any, Path]:
-    """Draw ``sample.n`` samples from a trained run, save them natively and plot them."""
+    """Draw ``sample.n`` samples from a trained run, save them natively and plot them; with
+    ``guidance`` set, posterior samples for the datamodule's observations instead
+    (:func:`_conditional`)."""
     validate_config(cfg)
     dm, module, _, run_dir = _load_run(cfg)
+    if cfg.get("guidance") is not None:
+        with _threads(cfg):
+            _conditional(cfg, dm, module, run_dir)
+        return None, run_dir
     t0 = time.perf_counter()
     with _threads(cfg):
         samples, meta = _draw(cfg, dm, module)
@@ -459,13 +466,69 @@ def sample(cfg: Any) -> tuple[Any, Path]:
 
 
 def evaluate(cfg: Any) -> dict[str, float]:
-    """Sample, compute the domain's metrics against its reference and write ``metrics.json``."""
+    """Sample, compute the domain's metrics against its reference and write ``metrics.json``;
+    with ``guidance`` set, score posterior samples of the datamodule's observations instead
+    (:func:`_conditional`)."""
     validate_config(cfg)
     dm, module, metrics_fn, run_dir = _load_run(cfg)
+    if cfg.get("guidance") is not None:
+        with _threads(cfg):
+            return _conditional(cfg, dm, module, run_dir, score=True)
     if metrics_fn is None:
         raise ConfigError("config key 'metrics' is not set for this experiment")
     with _threads(cfg):   # chosen once for the draw and the task
         return _evaluate(cfg, dm, module, metrics_fn, run_dir)
+
+
+def _conditional(cfg: Any, dm: Any, module: Any, run_dir: Path, score: bool = False) -> dict[str, float]:
+    """Conditional / inverse sampling (config key ``guidance``: a factory ``guidance(denoiser,
+    batch, generator) -> denoiser``, see :mod:`workbench.conditional`): ``sample.posterior_samples``
+    samples for each of ``sample.observations`` (default ``sample.n``) observations of
+    ``dm.observations``, written as ``samples/posterior`` (observation-major), ``samples/mean``,
+    ``samples/std`` and ``samples/truth``; with ``score``, ``dm.conditional_metrics`` of the
+    posterior go to ``metrics.json``. The experiment's unconditional ``metrics`` and ``task``
+    are not run."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from . import conditional
+    from .data import write_json
+    from .state import tree_map
+
+    def get(key: str, default: Any) -> Any:
+        v = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        return default if v is None else v
+
+    guidance = _instantiate(cfg, "guidance")
+    if not callable(guidance):
+        raise ConfigError(f"config key 'guidance' must build a callable guidance(denoiser, batch), got "
+                          f"{type(guidance).__name__}")
+    n = int(get("sample.observations", cfg.sample.n))
+    s = int(get("sample.posterior_samples", 8))
+    g = torch.Generator(device=module.device).manual_seed(int(cfg.seed) + 2)
+    t0 = time.perf_counter()
+    post = conditional.run(module, dm, guidance, n=n, batch_size=int(cfg.sample.batch_size), posterior=s,
+                           steps=int(cfg.sample.steps), generator=g, progress=sys.stderr.isatty())
+    seconds = time.perf_counter() - t0
+    out = run_dir / "samples"
+    flat = tree_map(lambda v: v.transpose(0, 1).reshape(-1, *v.shape[2:]), post.samples)
+    meta_rep = None if post.meta is None else [m for m in post.meta for _ in range(s)]
+    for name, value, meta in (("mean", post.mean, post.meta), ("std", post.std, post.meta),
+                              ("truth", post.truth, post.meta), ("posterior", flat, meta_rep)):
+        _save(dm, value, out / name, meta)
+    if cfg.sample.plot:
+        dm.plot_samples(flat, run_dir / "plots" / "posterior.png")
+    n_obs = len(next(iter(post.truth.values())) if isinstance(post.truth, dict) else post.truth)
+    print(f"workbench: {s} posterior samples for each of {n_obs} observations in {seconds:.1f} s -> "
+          f"{out}/{{posterior,mean,std,truth}}", file=sys.stderr)
+    if not score:
+        return {}
+    metrics = {k: float(v) for k, v in dm.conditional_metrics(post.mean, post.truth, post.samples).items()}
+    write_json(run_dir / "metrics.json", {
+        "metrics": metrics, "guidance": OmegaConf.to_container(cfg.guidance, resolve=True),
+        "n_observations": n_obs, "posterior_samples": s, "steps": int(cfg.sample.steps),
+        "sampler": str(cfg.sampler.get("_target_")), "sampling_seconds": round(seconds, 3)})
+    return metrics
 
 
 def _evaluate(cfg: Any, dm: Any, module: Any, metrics_fn: Any, run_dir: Path) -> dict[str, float]:

@@ -301,5 +301,28 @@ class DomainDataModule(pl.LightningDataModule):
         """Save a figure of samples next to the reference; default: none."""
         return None
 
+    # -- conditional sampling (``workbench evaluate guidance=...``) ---------------------------
+    def observations(self, n: int, batch_size: int) -> Iterator[dict[str, Any]]:
+        """Batches of at most ``batch_size`` (observation, ground truth) pairs, ``n`` in all, for
+        conditional / inverse sampling: dicts ``{"x": truth, "observation": {...}}`` with the
+        batch's ``"mask"`` / ``"cond"`` when it has them and optionally ``"meta"`` (one record per
+        item). The observation holds ``y`` (the measurement), ``operator`` (a
+        :class:`~workbench.operators.ForwardOperator`), and where they apply ``obs_mask`` (1 =
+        observed entry of the state) and ``quantile_levels``; see :mod:`workbench.guidance.factory`.
+        The default has none and says so.
+        """
+        from .errors import ConfigError
+
+        raise ConfigError(f"config key 'guidance' is set, but {type(self).__name__} has no observations() for "
+                          "conditional sampling (remove guidance=..., or implement observations() in the datamodule)")
+
+    def conditional_metrics(self, mean: State, truth: State, samples: State) -> dict[str, float]:
+        """Scores of posterior samples ``[S, N, ...]`` against the truth ``[N, ...]``; ``mean`` is
+        their mean over S. Default: :func:`workbench.conditional.default_metrics` (RMSE / MAE of
+        the mean, coverage of the +-2 std interval)."""
+        from .conditional import default_metrics
+
+        return default_metrics(mean, truth, samples)
+
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -55,15 +55,30 @@ class GaussianMixtureDataModule(DomainDataModule):
     Args:
         n_train, n_val, n_test: split sizes.
         conditional: also yield the mode label as ``cond`` (for classifier-free guidance).
+        observation: what :meth:`observations` measures of a test point, for conditional sampling
+            (``workbench evaluate guidance=...``): ``"inpaint"`` coordinate 0 exactly (a
+            :class:`~workbench.operators.Mask`; infer coordinate 1), or ``"noisy"`` both coordinates
+            with Gaussian noise of std ``observation_noise`` (an identity Mask with that noise_std).
     """
+
+    OBSERVATIONS = ("inpaint", "noisy")
 
     def __init__(self, n_train: int = 8192, n_val: int = 1024, n_test: int = 4096, n_modes: int = 8,
                  radius: float = 2.0, std: float = 0.25, conditional: bool = False, batch_size: int = 256,
-                 num_workers: int = 0, seed: int = 0) -> None:
+                 num_workers: int = 0, seed: int = 0, observation: str = "inpaint",
+                 observation_noise: float = 0.5) -> None:
+        from .errors import ConfigError, check_number
+
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         self.sizes = (int(n_train), int(n_val), int(n_test))
         self.mix = dict(n_modes=n_modes, radius=radius, std=std)
         self.conditional = conditional
+        if observation not in self.OBSERVATIONS:
+            raise ConfigError(f"config key 'datamodule.observation' must be one of {', '.join(self.OBSERVATIONS)}, "
+                              f"got {observation!r}")
+        self.observation = observation
+        self.observation_noise = float(check_number(observation_noise, "datamodule.observation_noise", minimum=0.0,
+                                                    exclusive_minimum=True))
 
     def setup(self, stage: str | None = None) -> None:
         sets = []
@@ -82,6 +97,42 @@ class GaussianMixtureDataModule(DomainDataModule):
         if not hasattr(self, "test_set") or self.test_set is None:
             self.setup()
         return self.test_set.x
+
+    def observations(self, n: int, batch_size: int) -> Iterator[dict[str, Any]]:
+        """The first ``n`` test points as (observation, truth) pairs (see ``observation``)."""
+        from .operators import Mask
+
+        if not hasattr(self, "test_set") or self.test_set is None:
+            self.setup()
+        x_all, labels = self.test_set.x[:n], self.test_set.labels[:n]
+        g = torch.Generator().manual_seed(self.seed * 10 + 7)
+        noise = torch.randn(x_all.shape, generator=g)
+        for i in range(0, len(x_all), batch_size):
+            x = x_all[i:i + batch_size]
+            if self.observation == "inpaint":
+                op = Mask(torch.tensor([1.0, 0.0]).expand_as(x).clone())
+                y = op.forward(x)
+            else:
+                op = Mask(torch.ones_like(x), noise_std=self.observation_noise)
+                y = x + self.observation_noise * noise[i:i + batch_size]
+            batch: dict[str, Any] = {"x": x, "observation": {"y": y, "operator": op, "obs_mask": op.mask}}
+            if self.conditional:
+                batch["cond"] = labels[i:i + batch_size]
+            yield batch
+
+    def conditional_metrics(self, mean: State, truth: State, samples: State) -> dict[str, float]:
+        """The default scores, plus those of the inferred coordinate 1 alone for ``inpaint``
+        (``hidden/...``) and ``baseline_rmse``: the error of the training mean as the estimate
+        (of coordinate 1 for ``inpaint``), the unconditional reference to beat."""
+        from .conditional import default_metrics
+
+        out = default_metrics(mean, truth, samples)
+        prior = self.train_set.x.mean(0)
+        cols = [1] if self.observation == "inpaint" else [0, 1]
+        if self.observation == "inpaint":
+            out.update({f"hidden/{k}": v for k, v in default_metrics(mean[:, 1:], truth[:, 1:], samples[..., 1:]).items()})
+        out["baseline_rmse"] = float((truth[:, cols].double() - prior[cols].double()).pow(2).mean().sqrt())
+        return out
 
     def plot_samples(self, samples: State, path: str | os.PathLike) -> Path:
         from matplotlib.figure import Figure  # not pyplot: no backend is selected or switched
