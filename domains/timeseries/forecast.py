@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.guidance import SelfGuidance, sample_self_guided_ddpm
+from workbench.guidance import SelfGuidanceFactory, masked_energy, sample_self_guided_ddpm
+from workbench.operators import Mask
 from workbench.samplers import sample_ddim
 
 from .baselines import RidgeForecaster
@@ -31,7 +32,8 @@ from .data import lags_for_freq, window
 from .io import TimeSeries
 from .metrics import forecast_metrics, sample_quantile
 
-__all__ = ["Forecast", "TSDiff", "missing_positions", "quantile_levels", "observation_energy", "linear_predictive_score"]
+__all__ = ["Forecast", "TSDiff", "missing_positions", "quantile_levels", "observation_energy", "observation_batch",
+           "linear_predictive_score"]
 
 Guidance = Literal["quantile", "mse"]
 Missing = Literal["RM", "BM-B", "BM-E"]
@@ -46,20 +48,19 @@ def quantile_levels(n_series: int, num_samples: int, device: Any = "cpu") -> Ten
 
 def observation_energy(y: Tensor, obs_mask: Tensor, kind: Guidance, q: Tensor | None = None):
     """E(x0) per sample: sum over observed entries of (x0 - y)^2 (``"mse"``) or of the pinball
-    loss max(q e, (q - 1) e), e = y - x0, at the sample's level q (``"quantile"``)."""
-    if kind == "mse":
-        return lambda x0: ((x0 - y) ** 2 * obs_mask).flatten(1).sum(1)
-    if kind == "quantile":
-        if q is None:
-            raise ValueError("quantile guidance needs the per-sample levels q")
-        qq = q.reshape(-1, *([1] * (y.ndim - 1)))
+    loss max(q e, (q - 1) e), e = y - x0, at the sample's level q (``"quantile"``); the core's
+    :func:`workbench.guidance.masked_energy`, which the ``self_guidance`` factory uses."""
+    if kind not in ("mse", "quantile"):
+        raise ValueError(f"guidance must be 'quantile' or 'mse', got {kind!r}")
+    return masked_energy(y, obs_mask, kind, q)
 
-        def energy(x0: Tensor) -> Tensor:
-            e = y - x0
-            return (torch.maximum(qq * e, (qq - 1) * e) * obs_mask).flatten(1).sum(1)
 
-        return energy
-    raise ValueError(f"guidance must be 'quantile' or 'mse', got {kind!r}")
+def observation_batch(y: Tensor, obs_mask: Tensor, q: Tensor | None = None) -> dict[str, Any]:
+    """The windows as an observation batch of the core's guidance factories: the state ``y``
+    (scaled windows, horizon and missing values 0), observed where ``obs_mask`` is 1 (a
+    :class:`~workbench.operators.Mask`), with the quantile levels ``q`` of TSDiff-Q."""
+    return {"x": y, "observation": {"y": y, "obs_mask": obs_mask, "operator": Mask(obs_mask),
+                                    "quantile_levels": q}}
 
 
 def missing_positions(kind: Missing, context_length: int, n_missing: int, rng: np.random.Generator) -> np.ndarray:
@@ -216,6 +217,9 @@ class TSDiff:
                 raise ValueError("sampler='ddim' needs steps=<n> (the paper's ancestral sampler is sampler='ddpm')")
         else:
             raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+        if guidance not in ("quantile", "mse"):
+            raise ValueError(f"guidance must be 'quantile' or 'mse', got {guidance!r}")
+        factory = SelfGuidanceFactory(scale=scale, energy=guidance)
         g = torch.Generator(device=dev).manual_seed(seed)
         nfe = 0
         t0 = time.perf_counter()
@@ -229,17 +233,17 @@ class TSDiff:
                 y = y_all[sl].repeat_interleave(num_samples, 0).to(dev)
                 m = m_all[sl].repeat_interleave(num_samples, 0).to(dev)
                 q = quantile_levels(k, num_samples, dev) if guidance == "quantile" else None
-                energy = observation_energy(y, m, guidance, q)
+                # the guided denoiser comes from the core's self_guidance factory (config group guidance)
+                guided = factory(module.denoiser, observation_batch(y, m, q), generator=g)
                 geometry = module.geometry.bind(None)
                 x = process.prior_sample(y, geometry, generator=g)
-                if sampler == "ddpm":
+                if sampler == "ddpm":   # the step form of the same guidance (its energy and scale)
                     ts = process.time_grid(process.steps - 1, device=dev)
-                    x0 = sample_self_guided_ddpm(module.denoiser, x, ts, process=process, geometry=geometry,
-                                                 energy=energy, scale=scale, generator=g)
+                    x0 = sample_self_guided_ddpm(guided.denoiser, x, ts, process=process, geometry=geometry,
+                                                 energy=guided.energy, scale=guided.scale, generator=g)
                     nfe = 2 * (len(ts) - 1) + 1
                 else:
                     ts = process.time_grid(steps, spacing=spacing, device=dev)
-                    guided = SelfGuidance(module.denoiser, energy, scale)
                     x0 = sample_ddim(guided, x, ts, process=process, geometry=geometry, eta=eta, generator=g)
                     nfe = len(ts)
                 if not torch.isfinite(x0).all():

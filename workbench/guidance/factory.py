@@ -152,8 +152,6 @@ class SelfGuidanceFactory(GuidanceFactory):
     def __init__(self, scale: float = 1.0, energy: str = "mse") -> None:
         if energy not in ("mse", "quantile"):
             raise ConfigError(f"config key 'guidance.energy' must be mse or quantile, got {energy!r}")
-        if not float(scale) >= 0:
-            raise ConfigError(f"config key 'guidance.scale' must be >= 0, got {scale!r}")
         self.scale, self.energy = float(scale), energy
 
     def __call__(self, denoiser, batch, generator=None):
