@@ -81,6 +81,8 @@ class GeometryProtocol(Protocol):
     * ``project(x)``: a point onto the constraint set (idempotent);
     * ``project_tangent(v)``: a tangent vector onto the tangent space (linear, idempotent, never wraps);
     * ``expand(t, x)``: a per-sample value ``[B]`` (or scalar, or dict of those) broadcast to ``x``;
+      also a per-element value ``[B, *K]`` (per-element noise schedules), trailing singleton dims
+      appended, each dim of ``K`` 1 or the state's size;
     * ``reduce(err, reduction)``: per-element values to per-sample ``[B]``, ``"mean"`` or ``"sum"``
       over existing entries (a dict State's variables are added);
     * ``dims(x)``: the number of free dimensions per sample ``[B]``.
@@ -183,7 +185,13 @@ class Geometry:
         return self._project_tangent(v)
 
     def expand(self, t: Tensor | float | Mapping[str, Tensor], x: State) -> State:
-        """Broadcast a per-sample value ``t`` (``[B]``, scalar, or a dict of those) to ``x``."""
+        """Broadcast a value ``t`` to ``x`` (a dict of values to a dict State, key by key).
+
+        ``t`` is a scalar, a per-sample value ``[B]`` or a per-element value ``[B, *K]`` (per-element
+        noise schedules: ``[B, C]`` per channel, or the state's full shape); trailing singleton
+        dimensions are appended, and each dimension of ``K`` must be 1 or the state's size there.
+        The result broadcasts against ``x`` (it is not materialised to ``x``'s shape).
+        """
         if isinstance(x, Mapping):
             return {k: self.expand(t[k] if isinstance(t, Mapping) else t, v) for k, v in x.items()}
         if not torch.is_tensor(t):
@@ -192,6 +200,9 @@ class Geometry:
             t = t.expand(x.shape[0])
         if t.shape[0] != x.shape[0]:
             raise ValueError(f"t has {t.shape[0]} entries but the state has batch size {x.shape[0]}")
+        if t.ndim > 1 and (t.ndim > x.ndim or any(a not in (1, b) for a, b in zip(t.shape[1:], x.shape[1:]))):
+            raise ValueError(f"a per-element value of shape {tuple(t.shape)} does not broadcast to a state of "
+                             f"shape {tuple(x.shape)}: each dim after the batch must be 1 or the state's size")
         return _append_dims(t.to(x.dtype), x.ndim)
 
     def reduce(self, err: State, reduction: Reduction = "mean") -> Tensor:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Literal, Union
 import torch
 from torch import Tensor
 
-from .geometry import Geometry, reduce_parts
+from .geometry import Geometry
 from .precond import Denoiser
 from .processes.base import Coefficients
 from .state import State, batch_size, tree_map
@@ -52,7 +52,11 @@ class DenoisingScoreMatching:
             ``"likelihood"`` (g(t)^2 / sigma(t)^2 on an eps output: the ELBO weighting of Song et
             al. 2021b); ``"min_snr"`` (min(SNR, gamma) / SNR on an eps output, Hang et al. 2023);
             or a callable ``(coef, t) -> [B]`` called once per variable with that variable's
-            per-sample coefficients.
+            per-sample coefficients. Under per-element noise schedules (coefficients that vary
+            within a sample, :class:`~workbench.processes.PerChannelProcess`) every weighting is
+            computed from each element's own coefficients and applied to each entry before the
+            reduction; a callable then gets the broadcast coefficients and returns a weight that
+            broadcasts to the variable.
         reduction: ``"mean"`` over valid entries or ``"sum"`` (GDSS sums).
         key_weights: optional per-variable factors for dict states.
         min_snr_gamma: gamma of the min-SNR weighting.
@@ -76,7 +80,8 @@ class DenoisingScoreMatching:
         self.min_snr_gamma = float(min_snr_gamma)
 
     def weight(self, coef: Coefficients, t: Tensor) -> Tensor | None:
-        """The weighting ``[B]`` of one variable from its per-sample coefficients (None = uniform)."""
+        """The weighting of one variable from its coefficients (None = uniform): ``[B]`` from
+        per-sample ones, elementwise from per-element ones."""
         w = self.weighting
         if w == "uniform":
             return None
@@ -115,13 +120,21 @@ class DenoisingScoreMatching:
             pred = denoiser.to_prediction(out, xt, coef)
             out, target = (pred.eps, eps) if self.space == "eps" else (pred.x0, x0)
         sq = tree_map(lambda o, y: (o - y) ** 2, out, target)
-        parts = reduce_parts(geometry, sq, self.reduction)
-        flat = _per_sample(coef)
-        for k in parts:
-            ck = flat if torch.is_tensor(flat.alpha) else Coefficients(*(getattr(flat, f)[k] for f in _FIELDS))
-            w = self.weight(ck, t)
-            if w is not None:
-                parts[k] = parts[k] * w
+        # per variable: a per-sample weight multiplies the reduced error; a per-element weight
+        # (per-element noise schedules) multiplies each entry before the reduction
+        parts = {}
+        for k in (["x"] if torch.is_tensor(sq) else list(sq)):
+            ck = coef if torch.is_tensor(coef.alpha) else Coefficients(*(getattr(coef, f)[k] for f in _FIELDS))
+            err, g = (sq, geometry) if torch.is_tensor(sq) else (sq[k], geometry.part(k))
+            flat = _per_sample(ck)
+            if flat is not None:
+                w = self.weight(flat, t)
+                parts[k] = g.reduce(err, self.reduction)
+                if w is not None:
+                    parts[k] = parts[k] * w
+            else:
+                w = self.weight(ck, t)
+                parts[k] = g.reduce(err if w is None else err * w, self.reduction)
         loss = sum(self.key_weights.get(k, 1.0) * v for k, v in parts.items())
         return LossOutput(loss=loss, parts=parts, t=t)
 
@@ -141,6 +154,10 @@ class FlowMatching(DenoisingScoreMatching):
 _FIELDS = ("alpha", "sigma", "d_alpha", "d_sigma")
 
 
-def _per_sample(c: Coefficients) -> Coefficients:
-    """Per-sample ``[B]`` view of broadcast coefficients, per variable (first entry along non-batch dims)."""
-    return Coefficients(*(tree_map(lambda u: u.flatten(1)[:, 0], getattr(c, f)) for f in _FIELDS))
+def _per_sample(c: Coefficients) -> Coefficients | None:
+    """Per-sample ``[B]`` coefficients of one variable from its broadcast ones, or None when they
+    vary within a sample (per-element noise schedules): then weights are taken elementwise."""
+    flat = [getattr(c, f).flatten(1) for f in _FIELDS]
+    if any(not torch.equal(u, u[:, :1].expand_as(u)) for u in flat):
+        return None
+    return Coefficients(*(u[:, 0] for u in flat))

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from .geometry import Geometry
 from .processes.base import Coefficients, Process
+from .processes.per_channel import PerChannelProcess
 from .state import State, tree_map
 
 __all__ = ["Prediction", "Denoiser", "PREDICTIONS", "to_x0_eps", "from_x0_eps"]
@@ -133,6 +134,10 @@ class Denoiser(nn.Module):
             raise ValueError("EDM preconditioning applies to the whole state; use prediction='edm'")
         same = getattr(process, "same_noise_schedule", None)
         if prediction == "edm" and same is not None and not same():
+            if isinstance(process, PerChannelProcess):
+                raise ValueError("EDM preconditioning hands the network one noise level, but the channels of "
+                                 f"this {type(process).__name__} have different noise schedules; use "
+                                 "prediction 'eps', 'x0' or 'v'")
             raise ValueError("EDM preconditioning hands the network one noise level, but the variables of this "
                              "JointProcess have different noise schedules; use a per-variable prediction dict "
                              "(e.g. {'x': 'eps', 'adj': 'score'})")
@@ -154,7 +159,12 @@ class Denoiser(nn.Module):
             # one noise level for the whole state (checked shared at construction for joint processes)
             ref = coef.sigma if torch.is_tensor(coef.sigma) else next(iter(coef.sigma.values()))
             ra = coef.alpha if torch.is_tensor(coef.alpha) else next(iter(coef.alpha.values()))
-            c_noise = torch.log((ref / ra).flatten(1)[:, 0]) / 4
+            level = (ref / ra).flatten(1)
+            if not torch.equal(level, level[:, :1].expand_as(level)):
+                raise ValueError("EDM preconditioning hands the network one noise level per sample, but this "
+                                 "process's noise level varies within a sample (per-element schedules); use "
+                                 "prediction 'eps', 'x0' or 'v'")
+            c_noise = torch.log(level[:, 0]) / 4
             out = self.net(x_in, c_noise, **extras)
         else:
             out = self.net(x, self.process.net_time(t), **extras)

@@ -21,9 +21,11 @@ __all__ = ["GaussianDenoiser", "gaussian_logpdf", "check_adapter", "CrashAfter",
 
 
 class GaussianDenoiser(nn.Module):
-    """Exact E[x0 | x_t] for x0 ~ N(mu, Sigma) in R^d under x_t = alpha x0 + sigma eps.
+    """Exact E[x0 | x_t] for x0 ~ N(mu, Sigma) in R^d under x_t = A x0 + S eps.
 
-    E[x0 | x_t] = mu + alpha Sigma (alpha^2 Sigma + sigma^2 I)^{-1} (x_t - alpha mu).
+    E[x0 | x_t] = mu + Sigma A (A Sigma A + S^2)^{-1} (x_t - A mu), with A = diag(alpha) and
+    S = diag(sigma) per element: one alpha and sigma per sample, or per element under per-element
+    noise schedules (:class:`~workbench.processes.PerChannelProcess`).
     """
 
     def __init__(self, process: Process, mean: Tensor, cov: Tensor) -> None:
@@ -35,16 +37,15 @@ class GaussianDenoiser(nn.Module):
     def forward(self, x: Tensor, t: Tensor | float, geometry: Geometry, **extras: Any) -> Prediction:
         t = self.process._batch_t(t, x)
         coef = self.process.at(t, x, geometry)
-        a = coef.alpha.flatten(1)[:, 0].double()
-        s = coef.sigma.flatten(1)[:, 0].double()
-        d = self.mean.shape[0]
-        eye = torch.eye(d, dtype=torch.float64, device=x.device)
-        m = a[:, None, None] ** 2 * self.cov + s[:, None, None] ** 2 * eye      # [B, d, d]
-        r = x.double() - a[:, None] * self.mean
+        a = coef.alpha.double().expand(x.shape).flatten(1)                          # [B, d]
+        s = coef.sigma.double().expand(x.shape).flatten(1)
+        xf = x.double().flatten(1)
+        m = a[:, :, None] * self.cov * a[:, None, :] + torch.diag_embed(s * s)      # [B, d, d]
+        r = xf - a * self.mean
         sol = torch.linalg.solve(m, r.unsqueeze(-1)).squeeze(-1)                # [B, d]
-        x0 = self.mean + a[:, None] * (sol @ self.cov.T)
-        eps = (x.double() - a[:, None] * x0) / s[:, None]
-        return Prediction(x0.to(x.dtype), eps.to(x.dtype), coef)
+        x0 = self.mean + (a * sol) @ self.cov.T
+        eps = (xf - a * x0) / s
+        return Prediction(x0.reshape(x.shape).to(x.dtype), eps.reshape(x.shape).to(x.dtype), coef)
 
 
 def gaussian_logpdf(x: Tensor, mean: Tensor, cov: Tensor) -> Tensor:

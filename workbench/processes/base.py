@@ -31,8 +31,10 @@ __all__ = ["Coefficients", "Process", "transition_variance", "posterior_variance
 class Coefficients:
     """Process coefficients at time t; each field is a Tensor or (joint processes) a dict of Tensors.
 
-    Fields are per-sample ``[B]`` from :meth:`Process.coefficients`, or already
-    broadcast to the state's shapes from :meth:`Process.at`.
+    Fields are per-sample ``[B]`` from :meth:`Process.coefficients` (per-element noise schedules:
+    ``[B, *K]``, e.g. ``[B, C]`` per channel, see :class:`~workbench.processes.PerChannelProcess`),
+    or already broadcast to the state's shapes from :meth:`Process.at`. Everything derived here is
+    elementwise, so it holds per element as well.
     """
 
     alpha: Any
@@ -72,6 +74,13 @@ def posterior_variance(ct: Coefficients, cs: Coefficients) -> Any:
     return tree_map(lambda v, s_t, s_s: (s_s / s_t) ** 2 * v, transition_variance(ct, cs), ct.sigma, cs.sigma)
 
 
+def _std_like(s: Any, v: Tensor) -> Any:
+    """A prior std (float, or a tensor ``[1, *K]``) broadcastable to ``v`` (trailing dims appended)."""
+    if not torch.is_tensor(s):
+        return s
+    return s.to(device=v.device, dtype=v.dtype).reshape(*s.shape, *([1] * (v.ndim - s.ndim)))
+
+
 class Process:
     """Base class of forward processes (see module docstring).
 
@@ -108,7 +117,9 @@ class Process:
 
     # -- derived ------------------------------------------------------------------
     def coefficients(self, t: Tensor) -> Coefficients:
-        """Per-sample coefficients at ``t`` (``[B]``)."""
+        """Per-sample coefficients at ``t`` (``[B]``). A process with per-element schedules returns
+        ``[B, *K]`` instead, which :meth:`at` broadcasts by ``geometry.expand``'s rule (trailing
+        singleton dims appended)."""
         return Coefficients(self.alpha(t), self.sigma(t), self.d_alpha(t), self.d_sigma(t))
 
     def at(self, t: Tensor | float, x: State, geometry: Geometry) -> Coefficients:
@@ -196,25 +207,36 @@ class Process:
         return grid
 
     def prior_std(self) -> Any:
-        """Standard deviation of the prior N(0, prior_std^2 I) at t_max."""
+        """Standard deviation of the prior N(0, prior_std^2 I) at t_max: a float, or (per-element
+        schedules) a tensor ``[1, *K]`` broadcast like the coefficients (trailing dims appended)."""
         return float(self.sigma(torch.tensor(self.t_max, dtype=torch.float64)))
 
     def prior_sample(self, template: State, geometry: Geometry,
                      generator: torch.Generator | None = None) -> State:
         """Draw x_T from the prior with the shapes (and masks) of ``template``."""
         z = geometry.randn_like(template, generator=generator)
-        return tree_map(lambda v, s: v * s, z, self.prior_std())
+        return tree_map(lambda v, s: v * _std_like(s, v), z, self.prior_std())
 
     def prior_logp(self, x: State, geometry: Geometry) -> Tensor:
-        """log N(x; 0, prior_std^2 I) per sample ``[B]`` over the geometry's free dimensions."""
+        """log N(x; 0, prior_std^2 I) per sample ``[B]`` over the geometry's free dimensions.
+
+        With a per-element prior std the free dimensions are spread evenly over the existing
+        entries: the normaliser is ``dims * mean(log(2 pi std^2))`` (exact in Euclidean space and
+        when a constraint removes as many dimensions from every channel, as zero centre of mass
+        over a channel-last coordinate axis does)."""
         std = self.prior_std()
         total = 0.0
         for k in keys_of(x):
             v = x if k is None else x[k]
             s = std[k] if isinstance(std, Mapping) else std
             g = geometry if k is None else geometry.part(k)
-            total = total + (-0.5 * g.reduce(v * v, "sum") / s**2
-                             - 0.5 * g.dims(v) * math.log(2 * math.pi * s**2))
+            if torch.is_tensor(s):
+                s2 = _std_like(s, v) ** 2
+                log_norm = g.reduce(torch.log(2 * math.pi * s2).expand_as(v), "mean") * g.dims(v)
+                total = total + (-0.5 * g.reduce(v * v / s2, "sum") - 0.5 * log_norm)
+            else:
+                total = total + (-0.5 * g.reduce(v * v, "sum") / s**2
+                                 - 0.5 * g.dims(v) * math.log(2 * math.pi * s**2))
         return total
 
     @staticmethod

@@ -1,14 +1,43 @@
 """A system of SDEs (GDSS, Jo et al. 2022): one process per State key, one shared time t."""
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import Tensor
 
 from .base import Coefficients, Process
 
-__all__ = ["JointProcess"]
+__all__ = ["JointProcess", "check_shared_time", "same_log_snr"]
+
+
+def check_shared_time(procs: Mapping[Any, Process], owner: str) -> Process:
+    """Check that ``procs`` can share one time t (same ``t_eps``, ``t_end``, ``t_max``, training-time
+    distribution and network time); raises ValueError naming the first offending key. Returns the
+    first process."""
+    first = next(iter(procs.values()))
+    for k, p in procs.items():
+        if (p.t_eps, p.t_end, p.t_max) != (first.t_eps, first.t_end, first.t_max):
+            raise ValueError(f"{owner}: process {k!r} has a different time range from the first one")
+    probe = torch.linspace(first.t_end, first.t_max, 33, dtype=torch.float64)
+    k0 = next(iter(procs))
+    for k, p in procs.items():
+        g0, g1 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+        if not torch.allclose(p.sample_t(64, generator=g0).double(), first.sample_t(64, generator=g1).double()):
+            raise ValueError(f"{owner}: processes {k0!r} and {k!r} draw training times differently; "
+                             "a shared t needs one training-time distribution")
+        if not torch.allclose(p.net_time(probe), first.net_time(probe)):
+            raise ValueError(f"{owner}: processes {k0!r} and {k!r} hand the network different time "
+                             "values (net_time); a shared t needs one")
+    return first
+
+
+def same_log_snr(procs: Iterable[Process], t_end: float, t_max: float) -> bool:
+    """Whether the processes (and, for per-channel processes, their channels) have the same log-SNR
+    curve on [t_end, t_max)."""
+    probe = torch.linspace(t_end, t_max, 65, dtype=torch.float64)[:-1]
+    lams = torch.cat([p.coefficients(probe).log_snr.reshape(len(probe), -1) for p in procs], dim=1)
+    return torch.allclose(lams, lams[:, :1].expand_as(lams), rtol=1e-6, atol=1e-6)
 
 
 class JointProcess(Process):
@@ -30,29 +59,14 @@ class JointProcess(Process):
         procs = dict(processes or {}, **kwargs)
         if not procs:
             raise ValueError("JointProcess needs at least one process")
-        first = next(iter(procs.values()))
-        for k, p in procs.items():
-            if (p.t_eps, p.t_end, p.t_max) != (first.t_eps, first.t_end, first.t_max):
-                raise ValueError(f"JointProcess: process {k!r} has a different time range from the first one")
+        first = check_shared_time(procs, "JointProcess")
         super().__init__(t_eps=first.t_eps, t_end=first.t_end, t_max=first.t_max)
         self.processes = procs
         self.stochastic = all(p.stochastic for p in procs.values())
-        probe = torch.linspace(first.t_end, first.t_max, 33, dtype=torch.float64)
-        k0 = next(iter(procs))
-        for k, p in procs.items():
-            g0, g1 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
-            if not torch.allclose(p.sample_t(64, generator=g0).double(), first.sample_t(64, generator=g1).double()):
-                raise ValueError(f"JointProcess: processes {k0!r} and {k!r} draw training times differently; "
-                                 "a shared t needs one training-time distribution")
-            if not torch.allclose(p.net_time(probe), first.net_time(probe)):
-                raise ValueError(f"JointProcess: processes {k0!r} and {k!r} hand the network different time "
-                                 "values (net_time); a shared t needs one")
 
     def same_noise_schedule(self) -> bool:
         """Whether every variable has the same log-SNR curve (then per-level quantities are shared)."""
-        probe = torch.linspace(self.t_end, self.t_max, 65, dtype=torch.float64)[:-1]
-        lams = [p.coefficients(probe).log_snr for p in self.processes.values()]
-        return all(torch.allclose(lam, lams[0], rtol=1e-6, atol=1e-6) for lam in lams[1:])
+        return same_log_snr(self.processes.values(), self.t_end, self.t_max)
 
     @property
     def _first(self) -> Process:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable, Iterator, Optional
 
 import torch
@@ -10,7 +11,7 @@ from tqdm.auto import tqdm
 
 from ..geometry import Geometry
 from ..precond import Prediction
-from ..processes.base import Process
+from ..processes.base import Coefficients, Process
 from ..state import State
 
 __all__ = ["Callback", "PostStep", "post", "steps", "finish", "batch_norm", "require_stochastic", "NFECounter", "default_spacing",
@@ -42,11 +43,53 @@ def steps(ts: Tensor, progress: bool, desc: str) -> Iterator[tuple[int, Tensor, 
         yield i, ts[i], ts[i + 1]
 
 
-def batch_norm(x: State, geometry: Geometry) -> Any:
-    """Per-variable L2 norm of each sample, averaged over the batch (Song et al. Alg. 4's ||z||)."""
+#: most noise groups :func:`batch_norm` separates (one reduction each)
+MAX_NOISE_GROUPS = 256
+
+
+def batch_norm(x: State, geometry: Geometry, coef: Coefficients | None = None) -> Any:
+    """Per-variable L2 norm of each sample, averaged over the batch (Song et al. Alg. 4's ||z||).
+
+    With ``coef`` (broadcast coefficients) the norm is also taken per *noise group* of a variable:
+    the entries that share their alpha and sigma, i.e. one group per index along the axes where
+    the coefficients vary within a sample (per channel for a
+    :class:`~workbench.processes.PerChannelProcess`). The result is then a tensor broadcasting
+    against the variable. Per-sample coefficients give the plain norm.
+    """
     if isinstance(x, dict):
-        return {k: geometry.part(k).reduce(v * v, "sum").sqrt().mean() for k, v in x.items()}
-    return geometry.reduce(x * x, "sum").sqrt().mean()
+        return {k: batch_norm(v, geometry.part(k), None if coef is None else _part(coef, k)) for k, v in x.items()}
+    axes = [] if coef is None else _varying_axes(x, coef.alpha, coef.sigma)
+    if not axes:
+        return geometry.reduce(x * x, "sum").sqrt().mean()
+    shape = [1] * x.ndim
+    for d in axes:
+        shape[d] = x.shape[d]
+    n = math.prod(shape)
+    if n > MAX_NOISE_GROUPS:
+        raise ValueError(f"the Langevin corrector's step size is set per noise group, but these coefficients vary "
+                         f"over {n} groups within a sample (more than {MAX_NOISE_GROUPS}); use a per-channel "
+                         "schedule or no corrector (corrector='none' / corrector=False)")
+    ids = torch.arange(n, device=x.device).reshape(shape)
+    out = torch.zeros(shape, device=x.device, dtype=x.dtype)
+    for g in range(n):
+        ind = (ids == g).to(x.dtype)
+        out = out + ind * geometry.reduce(x * x * ind, "sum").sqrt().mean()
+    return out
+
+
+def _part(coef: Coefficients, key: str) -> Coefficients:
+    return Coefficients(*(getattr(coef, f)[key] for f in ("alpha", "sigma", "d_alpha", "d_sigma")))
+
+
+def _varying_axes(x: Tensor, *coefs: Tensor) -> list[int]:
+    """The axes (after the batch) along which any of ``coefs`` (broadcast to ``x``) varies."""
+    axes = []
+    for d in range(1, x.ndim):
+        for c in coefs:
+            if d < c.ndim and c.shape[d] > 1 and not torch.equal(c, c.narrow(d, 0, 1).expand_as(c)):
+                axes.append(d)
+                break
+    return axes
 
 
 def finish(model: Any, x: State, t: Tensor, geometry: Geometry, extra_args: dict, denoise: bool,

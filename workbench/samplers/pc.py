@@ -17,16 +17,20 @@ Predictor = Literal["reverse_diffusion", "ancestral", "euler_maruyama", "none"]
 
 
 def langevin_step(x: State, score: State, *, geometry: Geometry, snr: float, scale_eps: float = 1.0,
-                  alpha: Any = 1.0, generator: torch.Generator | None = None) -> tuple[State, State]:
+                  alpha: Any = 1.0, generator: torch.Generator | None = None,
+                  coef: Coefficients | None = None) -> tuple[State, State]:
     """One Langevin corrector step with step size 2 alpha (snr ||z|| / ||s||)^2 (Song et al. Alg. 4).
 
     Norms are per-sample L2 norms averaged over the batch, separately per state variable (as GDSS
-    does for X and A). ``alpha`` is 1 - beta_i for VP-type processes and 1 for VE (score_sde's
-    choice); ``scale_eps`` scales the injected noise (GDSS). Returns (x, x_mean).
+    does for X and A) and, given the score's coefficients ``coef``, per noise group of entries
+    sharing a schedule (per channel under a per-channel schedule; see
+    :func:`~workbench.samplers.common.batch_norm`), so each schedule gets its own step size.
+    ``alpha`` is 1 - beta_i for VP-type processes and 1 for VE (score_sde's choice; elementwise
+    under per-element schedules); ``scale_eps`` scales the injected noise (GDSS). Returns (x, x_mean).
     """
     z = geometry.randn_like(x, generator=generator)
     eps = tree_map(lambda zn, sn, a: 2 * a * (snr * zn / sn.clamp_min(1e-12)) ** 2,
-                   batch_norm(z, geometry), batch_norm(score, geometry), alpha)
+                   batch_norm(z, geometry, coef), batch_norm(score, geometry, coef), alpha)
     x_mean = tree_map(lambda v, s, e: v + e * s, x, score, eps)
     x_new = tree_map(lambda m, e, n: m + torch.sqrt(2 * e) * n * scale_eps, x_mean, eps, z)
     return geometry.project(x_new), geometry.project(x_mean)
@@ -96,7 +100,7 @@ def sample_pc(model: Any, x: State, ts: Tensor, *, process: Process, geometry: G
         for _ in range(n_corrector):
             pred = model(x, t, geometry, **extra_args)
             x, _ = langevin_step(x, pred.score, geometry=geometry, snr=snr, scale_eps=scale_eps,
-                                 alpha=alpha, generator=generator)
+                                 alpha=alpha, generator=generator, coef=pred.coef)
         return x
 
     for i, t, s in steps(ts, progress, "predictor-corrector"):

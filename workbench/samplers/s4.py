@@ -46,7 +46,7 @@ def sample_s4(model: Any, x: State, ts: Tensor, *, process: Process, geometry: G
         drift = tree_map(lambda sc, g2: g2 * sc * -dt, score, ct.g2)
         if corrector:
             x, _ = langevin_step(x, score, geometry=geometry, snr=snr, scale_eps=scale_eps,
-                                 alpha=_alpha_ratio_sq(ct, cs), generator=generator)
+                                 alpha=_alpha_ratio_sq(ct, cs), generator=generator, coef=ct)
 
         def half(v: State, c0: Any, c1: Any) -> tuple[State, State]:
             mean = tree_map(lambda u, a0, a1: (a1 / a0) * u, v, c0.alpha, c1.alpha)
