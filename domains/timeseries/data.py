@@ -541,6 +541,40 @@ class TimeSeriesDataModule(DomainDataModule):
         save_tensors(d / "samples.pt", samples)
         return [d / "samples.csv", d / "samples.pt"]
 
+    def observations(self, n: int, batch_size: int) -> Iterator[dict[str, Any]]:
+        """The first ``n`` test windows as (observation, truth) pairs for ``workbench evaluate
+        guidance=...``: the truth is the window with its horizon, the observation ``y`` the same
+        window with the horizon hidden (:meth:`window_of`), observed where ``obs_mask`` is 1 (a
+        :class:`~workbench.operators.Mask`); mean-scaled units, as the model sees them. No
+        quantile levels: TSDiff-Q (a level per sample) stays the experiment's ``task``."""
+        from workbench.errors import DataError
+        from workbench.operators import Mask
+
+        entries = list(self.dataset.test)[: int(n)]
+        if not entries:
+            raise DataError("no test series to condition on", file=self.dataset.source or self.dataset.name)
+        for i in range(0, len(entries), int(batch_size)):
+            chunk = entries[i:i + int(batch_size)]
+            obs = [self.window_of(s, horizon_known=False) for s in chunk]
+            y, m = torch.stack([o["x"] for o in obs]), torch.stack([o["mask"] for o in obs])
+            truth = torch.stack([self.window_of(s)["x"] for s in chunk])
+            yield {"x": truth, "observation": {"y": y, "obs_mask": m, "operator": Mask(m)}}
+
+    def conditional_metrics(self, mean: Any, truth: Any, samples: Any) -> dict[str, float]:
+        """Scores of the horizon (target channel, last P steps) in mean-scaled units: the core's
+        defaults (RMSE / MAE of the mean, +-2 std coverage) and the sample metrics CRPS / ND /
+        NRMSE (:func:`~workbench.domains.timeseries.metrics.forecast_metrics`; the ``task``
+        reports them in the data's units)."""
+        from workbench.conditional import default_metrics
+
+        from .metrics import forecast_metrics
+
+        C = self.context_length
+        out = default_metrics(mean[:, C:, 0], truth[:, C:, 0], samples[:, :, C:, 0])
+        fm = forecast_metrics(samples[:, :, C:, 0].transpose(0, 1).numpy(), truth[:, C:, 0].numpy())
+        out.update({f"scaled/{k}": v for k, v in fm.items() if k in ("CRPS", "ND", "NRMSE")})
+        return out
+
     def plot_samples(self, samples: Any, path: str | os.PathLike) -> Path | None:
         from .plots import plot_windows
 

@@ -85,3 +85,29 @@ def test_predict_builds_its_guidance_with_the_config_groups_factory(monkeypatch)
     model.predict([_entry(1.5), _entry(0.5)], guidance="quantile", scale=2.5, num_samples=4, sampler="ddim",
                   steps=5, batch_size=4, progress=False)
     assert calls == [(2.5, "quantile", (4, C + P, 1))] * 2
+
+
+def test_observations_are_tsdiffs_windows_and_the_metrics_score_the_horizon() -> None:
+    """Bugs: the generic loop's observations differing from what TSDiff.predict conditions on
+    (horizon not hidden, another scale), or the conditional metrics scoring the observed context
+    instead of the horizon. y and obs_mask equal TSDiff.observe; the truth's horizon is the test
+    series' last P values over the context scale; a posterior equal to the truth on the horizon
+    but wrong on the context scores 0."""
+    from workbench.domains.timeseries.data import TimeSeriesDataModule
+
+    dm = TimeSeriesDataModule("synthetic", context_length=48, use_lags=True)
+    dm.setup("fit")
+    batches = list(dm.observations(5, 3))
+    assert [len(b["x"]) for b in batches] == [3, 2]
+    entries = list(dm.dataset.test)[:5]
+    y, m, sc = TSDiff.from_datamodule(None, dm).observe(entries)
+    torch.testing.assert_close(torch.cat([b["observation"]["y"] for b in batches]), y)
+    torch.testing.assert_close(torch.cat([b["observation"]["obs_mask"] for b in batches]), m)
+    truth = torch.cat([b["x"] for b in batches])
+    Pn = dm.prediction_length
+    horizon = np.stack([s.target[len(s) - Pn:] for s in entries]) / sc.numpy()[:, None]
+    np.testing.assert_allclose(truth[:, 48:, 0].numpy(), horizon, rtol=1e-5)
+    samples = truth.expand(4, *truth.shape).clone()
+    samples[:, :, :48] += 5.0
+    out = dm.conditional_metrics(samples.mean(0), truth, samples)
+    assert out["rmse"] == pytest.approx(0.0, abs=1e-6) and out["scaled/CRPS"] == pytest.approx(0.0, abs=1e-6)
