@@ -3,6 +3,7 @@
     workbench train experiment=toy/gmm trainer.max_epochs=10
     workbench sample run_dir=runs/toy_gmm/20261123-101500 sample.n=2048 sampler=dpm_solver
     workbench evaluate run_dir=runs/toy_gmm/20261123-101500
+    workbench evaluate run_dir=runs/toy_gmm/20261123-101500 guidance=replacement   (posterior samples, scored)
     workbench demo [--out DIR] [--tiny]
     workbench list                                   experiments of every installed domain, config groups
     workbench show experiment=graphs/qm9 [key=value]  one experiment: its data keys and whole config
