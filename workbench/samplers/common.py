@@ -145,8 +145,9 @@ def default_spacing(sampler: Callable[..., Any], **kwargs: Any) -> str | None:
 def sampler_grid(process: Process, sampler: Callable[..., Any], steps: int, *, spacing: str | None = None,
                  device: torch.device | str = "cpu", **kwargs: Any) -> Tensor:
     """The time grid to run ``sampler`` on: ``spacing`` when given; else the sampler's
-    :func:`default_spacing` where the process offers it (a JointProcess whose variables have
-    different noise schedules refuses a noise-level grid); else the process's own default."""
+    :func:`default_spacing` where the process offers it (a JointProcess whose variables, or a
+    PerChannelProcess whose channels, have different noise schedules refuses a noise-level grid);
+    else the process's own default. A ``spacing`` given explicitly is never replaced."""
     if spacing:
         return process.time_grid(steps, spacing=spacing, device=device)
     pref = default_spacing(sampler, **kwargs)
