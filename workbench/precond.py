@@ -22,6 +22,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from .errors import InputError
 from .geometry import Geometry
 from .processes.base import Coefficients, Process
 from .processes.per_channel import PerChannelProcess
@@ -135,7 +136,7 @@ class Denoiser(nn.Module):
         same = getattr(process, "same_noise_schedule", None)
         if prediction == "edm" and same is not None and not same():
             if isinstance(process, PerChannelProcess):
-                raise ValueError("EDM preconditioning hands the network one noise level, but the channels of "
+                raise InputError("EDM preconditioning hands the network one noise level, but the channels of "
                                  f"this {type(process).__name__} have different noise schedules; use "
                                  "prediction 'eps', 'x0' or 'v'")
             raise ValueError("EDM preconditioning hands the network one noise level, but the variables of this "

@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ..errors import InputError
 from ..geometry import Geometry
 from ..state import State
 from .base import Coefficients, Process
@@ -27,7 +28,8 @@ class PerChannelProcess(Process):
     What one shared t needs is checked at construction as for
     :class:`~workbench.processes.JointProcess` (time range, training-time distribution, network
     time). Time grids uniform in t or sqrt(t) are shared; a grid defined by one noise level
-    (``"logsnr"``, ``"karras"``) is refused when the channels' log-SNR curves differ (samplers
+    (``"logsnr"``, ``"karras"``) is refused (an :class:`~workbench.errors.InputError`, one line in
+    the CLI) when the channels' log-SNR curves differ (samplers
     whose own default is such a grid, DPM-Solver, DDIM and Heun, then run on the process's default
     grid, uniform in t, through :func:`~workbench.samplers.common.sampler_grid`). EDM
     preconditioning, which hands the network one noise level, is refused likewise by
@@ -96,7 +98,7 @@ class PerChannelProcess(Process):
 
     def time_grid(self, steps: int, *, spacing: str = "time", device: torch.device | str = "cpu") -> Tensor:
         if spacing not in ("time", "quadratic") and not self.same_noise_schedule():
-            raise ValueError(
+            raise InputError(
                 f"time-grid spacing {spacing!r} follows one noise schedule, but the {self.channels} channels of "
                 "this PerChannelProcess have different ones; use spacing='time' or 'quadratic'")
         return self.processes[0].time_grid(steps, spacing=spacing, device=device)
