@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from workbench.geometry import Euclidean
+from workbench.geometry import Euclidean, Masked, Product
 from workbench.likelihood import log_likelihood
 from workbench.losses import DenoisingScoreMatching
 from workbench.precond import Denoiser
@@ -200,6 +200,12 @@ def test_prior_per_channel() -> None:
     ref = (-0.5 * x[:5, 0] ** 2 - 0.5 * math.log(2 * math.pi)
            - 0.5 * (x[:5, 1] / 50) ** 2 - 0.5 * math.log(2 * math.pi * 2500))
     _close(lp, ref)
+    # absent entries (mask) have no density: the per-channel normaliser counts existing entries only
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
+    lpm = pc.prior_logp(x[:5] * mask, Masked().bind(mask))
+    ref0 = -0.5 * x[:5, 0] ** 2 - 0.5 * math.log(2 * math.pi)
+    ref1 = -0.5 * (x[:5, 1] / 50) ** 2 - 0.5 * math.log(2 * math.pi * 2500)
+    _close(lpm, mask[:, 0] * ref0 + mask[:, 1] * ref1)
 
 
 def test_grids_refused_or_shared() -> None:
@@ -236,7 +242,6 @@ def test_inside_joint_process() -> None:
     x0 = {"a": torch.randn(8, 2, dtype=torch.float64), "b": torch.randn(8, 3, dtype=torch.float64)}
     eps = {k: torch.randn_like(v) for k, v in x0.items()}
     t = torch.full((8,), 0.3, dtype=torch.float64)
-    from workbench.geometry import Product
     geom = Product(a=Euclidean(), b=Euclidean())
     xt = jp.marginal(x0, t, eps, geom)
     _close(xt["a"][:, 1:], VE(0.01, 50.0).marginal(x0["a"][:, 1:], t, eps["a"][:, 1:], Euclidean()))
