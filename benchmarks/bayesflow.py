@@ -44,7 +44,7 @@ def make(kind: str, n: int) -> tuple[BayesianFlowMethod, torch.Tensor, torch.Ten
     """(method, train data, reference, second draw, sample template for m items, metric)."""
     if kind == "continuous":
         data, ref, other = (gaussian_mixture(m, seed=s)[0] for m, s in ((8192, 0), (4000, 1), (4000, 2)))
-        method = BayesianFlowMethod(BFNToyMLP("continuous", 2), ContinuousFlow(0.02), steps=n, loss="continuous")
+        method = BayesianFlowMethod(BFNToyMLP("continuous", 2), ContinuousFlow(0.05), steps=n, loss="continuous")
         return method, data, ref, other, lambda m: {"x": torch.zeros(m, 2)}, toy_metrics
     if kind == "discrete":
         data, ref, other = (categorical_triples(m, K, seed=s) for m, s in ((20000, 0), (4000, 1), (4000, 2)))

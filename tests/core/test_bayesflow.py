@@ -370,37 +370,48 @@ def test_one_shared_time_and_no_global_rng():
 
 
 # -- training on the toys -------------------------------------------------------------------------------
-# Thresholds: a multiple (stated per test) of the metric between two independent draws of the data.
+# Thresholds: 3x the metric between two independent draws of the data of the same size (the floor).
+# Small MLPs on one thread (the fixture restores the thread count): ~5-15 s each on an idle core.
 
-def test_continuous_bfn_learns_the_gaussian_mixture():
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_continuous_bfn_learns_the_gaussian_mixture(one_thread):
     """Bug guarded: anything that breaks continuous BFN training or sampling end to end."""
     torch.manual_seed(0)
     data = gaussian_mixture(8192, seed=0)[0]
     ref, other = gaussian_mixture(3000, seed=1)[0], gaussian_mixture(3000, seed=2)[0]
     floor = toy_metrics(other, ref)
-    method = BayesianFlowMethod(BFNToyMLP("continuous", 2, hidden=64, depth=2), ContinuousFlow(0.02), steps=50,
+    method = BayesianFlowMethod(BFNToyMLP("continuous", 2, hidden=64, depth=2), ContinuousFlow(0.05), steps=50,
                                 loss="continuous")
     train(method, data, iters=TRAIN_ITERS, batch_size=256, lr=3e-3, seed=0)
     m = toy_metrics(method.sample({"x": torch.zeros(3000, 2)}, generator=gen(14)), ref)
     assert m["modes_covered"] == 1.0
-    assert m["sliced_w2"] < 5 * floor["sliced_w2"], (m, floor)
+    print("continuous", m, floor)
+    assert m["sliced_w2"] < 3 * floor["sliced_w2"], (m, floor)
 
 
-def test_discrete_bfn_learns_the_categorical_triples():
+def test_discrete_bfn_learns_the_categorical_triples(one_thread):
     """Bug guarded: anything that breaks discrete BFN training or sampling end to end."""
     torch.manual_seed(0)
     K = 5
     data = categorical_triples(20000, K, seed=0)
-    ref, other = categorical_triples(3000, K, seed=1), categorical_triples(3000, K, seed=2)
+    ref, other = categorical_triples(4000, K, seed=1), categorical_triples(4000, K, seed=2)
     floor = categorical_metrics(other, ref, K)
     method = BayesianFlowMethod(BFNToyMLP("discrete", 3, num_classes=K, hidden=64, depth=2), DiscreteFlow(K, 3.0),
                                 steps=50, loss="discrete")
-    train(method, data, iters=TRAIN_ITERS, batch_size=256, lr=3e-3, seed=0)
-    m = categorical_metrics(method.sample({"x": torch.zeros(3000, 3, dtype=torch.long)}, generator=gen(15)), ref, K)
+    train(method, data, iters=2 * TRAIN_ITERS, batch_size=256, lr=3e-3, seed=0)
+    m = categorical_metrics(method.sample({"x": torch.zeros(4000, 3, dtype=torch.long)}, generator=gen(15)), ref, K)
+    print("discrete", m, floor)
     assert m["tv"] < 3 * floor["tv"], (m, floor)
 
 
-def test_periodic_bfn_learns_the_torus_mixture():
+def test_periodic_bfn_learns_the_torus_mixture(one_thread):
     """Bug guarded: anything that breaks periodic BFN training or sampling end to end (wrapping,
     the flow simulation, entropy conditioning)."""
     torch.manual_seed(0)
@@ -411,11 +422,12 @@ def test_periodic_bfn_learns_the_torus_mixture():
     train(method, data, iters=TRAIN_ITERS, batch_size=256, lr=3e-3, seed=0)
     m = torus_metrics(method.sample({"x": torch.zeros(3000, 2)}, generator=gen(16)), ref)
     assert m["modes_covered"] == 1.0
+    print("periodic", m, floor)
     assert m["moment_error"] < 3 * floor["moment_error"], (m, floor)
     assert m["hist_tv"] < 3 * floor["hist_tv"], (m, floor)
 
 
-def test_joint_bfn_trains_with_masks():
+def test_joint_bfn_trains_with_masks(one_thread):
     """Bug guarded: a joint system whose variables are not learned together (the shared class k must
     agree across the continuous, periodic and discrete variables of an item)."""
     torch.manual_seed(0)
@@ -428,6 +440,7 @@ def test_joint_bfn_trains_with_masks():
     k_p = (torch.remainder(s["p"][..., 0], 2 * math.pi) / (2 * math.pi / 3)).round().long() % 3
     agree = ((k_c == s["d"]) & (k_p == s["d"]))[mt].float().mean()
     same_item = (s["d"] == s["d"][:, :1])[mt].float().mean()
+    print("joint", float(agree), float(same_item))
     assert agree > 0.8 and same_item > 0.8, (float(agree), float(same_item))
 
 

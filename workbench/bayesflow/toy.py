@@ -154,7 +154,7 @@ class BFNToyMLP(nn.Module):
             return o.reshape(B, self.dim, self.K)
         if self.kind == "periodic":
             return torch.atan2(o[:, self.dim:], o[:, :self.dim])
-        return o
+        return theta + o                           # continuous: x_hat = mu + correction
 
 
 def train(method: BayesianFlowMethod, data: Tensor | dict, *, iters: int = 1000, batch_size: int = 256,
