@@ -224,5 +224,10 @@ def test_toy_end_to_end_from_the_cli(tmp_path: Path, capsys) -> None:
         report = json.loads((run / "metrics.json").read_text())
         assert {"rmse", "mae", "coverage_2std", "hidden/rmse", "baseline_rmse"} <= set(report["metrics"])
         assert report["guidance"]["_target_"].endswith(type(FACTORIES[name]).__name__)
+    capsys.readouterr()
     assert main(["evaluate", f"run_dir={run}", "guidance=dps", "sample.posterior_samples=0"]) == 2
     assert "sample.posterior_samples" in capsys.readouterr().err
+    # the gaussian energy needs measurement noise; the toy's inpainting has none: one line naming the key
+    assert main(["evaluate", f"run_dir={run}", "guidance=dps", "guidance.energy=gaussian", "threads=1"]) == 2
+    err = capsys.readouterr().err
+    assert "guidance.energy" in err and "noise_std=0" in err and "Traceback" not in err

@@ -135,6 +135,10 @@ class DPSGuidance(GuidanceFactory):
 
     def __call__(self, denoiser, batch, generator=None):
         obs = observation_of(batch, self.name, "y", "operator")
+        std = float(getattr(obs["operator"], "noise_std", 0.0) or 0.0)
+        if self.energy == "gaussian" and not std > 0:
+            raise ConfigError(f"config key 'guidance.energy' is gaussian, but the observation's operator "
+                              f"({type(obs['operator']).__name__}) has noise_std={std:g}; use norm or squared")
         return DPS(denoiser, obs["operator"], obs["y"], zeta=self.zeta, energy=self.energy)
 
 
