@@ -394,6 +394,7 @@ def test_continuous_bfn_learns_the_gaussian_mixture(one_thread):
     assert m["modes_covered"] == 1.0
     print("continuous", m, floor)
     assert m["sliced_w2"] < 3 * floor["sliced_w2"], (m, floor)
+    assert m["cov_error"] < 3 * floor["cov_error"], (m, floor)      # catches a mis-scaled sender noise
 
 
 def test_discrete_bfn_learns_the_categorical_triples(one_thread):
