@@ -80,11 +80,6 @@ class Flow:
         """The sample from the last network output."""
         return output
 
-    def zeros_like_data(self, template: Tensor) -> Tensor:
-        """The data tensor the template describes (shape of a sample)."""
-        return torch.zeros_like(template, dtype=torch.get_default_dtype() if not template.is_floating_point()
-                                else template.dtype)
-
 
 class ContinuousFlow(Flow):
     """Gaussian BFN on real data (Graves et al. 2023, sec. 4).
@@ -231,9 +226,6 @@ class DiscreteFlow(Flow):
     def final(self, output, generator=None):
         p = torch.softmax(output, -1)
         return torch.multinomial(p.reshape(-1, self.K), 1, generator=generator).reshape(p.shape[:-1])
-
-    def zeros_like_data(self, template):
-        return torch.zeros(template.shape, dtype=torch.long, device=template.device)
 
 
 class PeriodicFlow(Flow):
