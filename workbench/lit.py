@@ -184,6 +184,17 @@ class DiffusionModule(GenerativeModule):
                          optimizer=optimizer, seed=seed)
         self.save_hyperparameters(ignore=["network", "process", "geometry", "loss", "sampler", "optimizer"])
 
+    #: attributes that live on the method (reading and assigning them goes there)
+    _ON_METHOD = frozenset({"denoiser", "process", "geometry", "loss_fn", "sampler", "sample_steps",
+                            "sample_spacing"})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # nn.Module.__setattr__ would register an assigned module here, beside the method's
+        if name in DiffusionModule._ON_METHOD and "method" in self._modules:
+            setattr(self.method, name, value)
+        else:
+            super().__setattr__(name, value)
+
     @property
     def denoiser(self) -> Denoiser:
         return self.method.denoiser
@@ -208,17 +219,9 @@ class DiffusionModule(GenerativeModule):
     def sample_steps(self) -> int:
         return self.method.sample_steps
 
-    @sample_steps.setter
-    def sample_steps(self, value: int) -> None:
-        self.method.sample_steps = int(value)
-
     @property
     def sample_spacing(self) -> str | None:
         return self.method.sample_spacing
-
-    @sample_spacing.setter
-    def sample_spacing(self, value: str | None) -> None:
-        self.method.sample_spacing = value
 
     @staticmethod
     def _extras(batch: dict) -> dict[str, Any]:

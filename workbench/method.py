@@ -95,10 +95,11 @@ class DiffusionMethod(nn.Module):
 
     def sample(self, template: dict, *, sampler: Callable | None = None, steps: int | None = None,
                spacing: str | None = None, generator: torch.Generator | None = None,
-               progress: bool = False, **kwargs: Any) -> State:
+               progress: bool = False, denoiser: Any = None, **kwargs: Any) -> State:
         """Draw samples shaped like ``template["x"]`` from the prior through ``sampler`` (default: the
         method's) on ``steps`` grid points spaced by ``spacing`` (defaults: ``sample_steps``,
-        ``sample_spacing``); ``kwargs`` go to the sampler (e.g. ``post_step``)."""
+        ``sample_spacing``); ``denoiser`` replaces the method's for this call (a guidance wrapper
+        around it, built per batch); ``kwargs`` go to the sampler (e.g. ``post_step``)."""
         ref = template["x"]
         ref = ref if torch.is_tensor(ref) else next(iter(ref.values()))
         geometry = self.geometry.bind(template.get("mask"))
@@ -106,5 +107,5 @@ class DiffusionMethod(nn.Module):
         fn = sampler or self.sampler
         ts = sampler_grid(self.process, fn, steps or self.sample_steps, spacing=spacing or self.sample_spacing,
                           device=ref.device, **kwargs)
-        return fn(self.denoiser, x, ts, process=self.process, geometry=geometry,
+        return fn(denoiser if denoiser is not None else self.denoiser, x, ts, process=self.process, geometry=geometry,
                   extra_args=extras(template), generator=generator, progress=progress, **kwargs)
