@@ -342,11 +342,13 @@ def test_masked_entries_do_not_enter_the_loss_and_stay_zero():
     l2 = method.loss({"x": y, "mask": mask}, gen(10))
     torch.testing.assert_close(l1.loss, l2.loss)
     assert set(l1.parts) == {"c", "p", "d"} and l1.loss.shape == (8,)
-    s = method.sample({"x": x, "mask": mask}, generator=gen(11))
-    for k, v in s.items():
-        m = mask[..., None].expand_as(v) if v.ndim == 3 else mask
-        assert (v[~m] == 0).all(), k
-    assert s["d"].dtype == torch.long and s["c"].shape == x["c"].shape
+    for move in ("update", "flow"):
+        s = method.sample({"x": x, "mask": mask}, generator=gen(11), strategy=move)
+        for k, v in s.items():
+            m = mask[..., None].expand_as(v) if v.ndim == 3 else mask
+            assert (v[~m] == 0).all(), (k, move)
+        assert s["d"].dtype == torch.long and s["c"].shape == x["c"].shape
+        assert s["p"].abs().max() <= math.pi and (s["d"] >= 0).all() and (s["d"] < 3).all()
 
 
 def test_one_shared_time_and_no_global_rng():
