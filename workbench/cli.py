@@ -304,6 +304,13 @@ def build(cfg: Any) -> tuple[Any, Any, Any]:
 _DIFFUSION_ONLY = ("prediction", "sample_spacing", "sigma_data")
 
 
+def _sampler_record(cfg: Any) -> dict[str, str]:
+    """What drew the samples, for metrics.json: the sampler of diffusion, else the method."""
+    if cfg.get("method") is not None:
+        return {"method": str(cfg.method.get("_target_"))}
+    return {"sampler": str(cfg.sampler.get("_target_"))}
+
+
 def _method_module(cfg: Any, network: Any, kwargs: dict) -> Any:
     """A GenerativeModule holding the config's ``method`` (a partial taking ``network=``); the
     optimiser keys under ``module`` apply, and ``module.sample_steps`` is the default step count.
@@ -436,7 +443,7 @@ def _draw(cfg: Any, dm: Any, module: Any) -> tuple[Any, list[Any] | None]:
         total = sum(v.numel() for v in leaves)
         raise RunFailed(f"sampling produced {bad} non-finite values out of {total} (nothing was written): the "
                         "model may have diverged in training (check the logged loss) or the sampler settings "
-                        f"may not suit it (sampler {cfg.sampler.get('_target_')}, {cfg.sample.steps} steps)")
+                        f"may not suit it ({next(iter(_sampler_record(cfg).items()))[1]}, {cfg.sample.steps} steps)")
     return samples, (metas or None)
 
 
@@ -492,6 +499,11 @@ def _conditional(cfg: Any, dm: Any, module: Any, run_dir: Path, score: bool = Fa
     import torch
     from omegaconf import OmegaConf
 
+    if not hasattr(module, "denoiser"):
+        raise ConfigError(f"config key 'guidance' wraps a diffusion denoiser, but this run's method is "
+                          f"{cfg.method.get('_target_') if cfg.get('method') is not None else type(module).__name__}"
+                          " (remove guidance=...)")
+
     from . import conditional
     from .data import write_json
     from .state import tree_map
@@ -528,7 +540,7 @@ def _conditional(cfg: Any, dm: Any, module: Any, run_dir: Path, score: bool = Fa
     write_json(run_dir / "metrics.json", {
         "metrics": metrics, "guidance": OmegaConf.to_container(cfg.guidance, resolve=True),
         "n_observations": n_obs, "posterior_samples": s, "steps": int(cfg.sample.steps),
-        "sampler": str(cfg.sampler.get("_target_")), "sampling_seconds": round(seconds, 3)})
+        **_sampler_record(cfg), "sampling_seconds": round(seconds, 3)})
     return metrics
 
 
@@ -543,7 +555,7 @@ def _evaluate(cfg: Any, dm: Any, module: Any, metrics_fn: Any, run_dir: Path) ->
     if cfg.sample.plot:
         dm.plot_samples(samples, run_dir / "plots" / "samples.png")
     report = {"metrics": metrics, "n_samples": int(cfg.sample.n), "steps": int(cfg.sample.steps),
-              "sampler": str(cfg.sampler.get("_target_")), "sampling_seconds": round(sample_s, 3)}
+              **_sampler_record(cfg), "sampling_seconds": round(sample_s, 3)}
     if cfg.get("task") is not None:
         # a domain's downstream task on the trained model (e.g. guided forecasting):
         # task(module, datamodule, run_dir) -> dict of floats, merged into the metrics

@@ -86,6 +86,12 @@ def _check_adapter(adapter: Any, *, samplers: dict[str, Callable] | None, steps:
     x = b["x"]
     geometry = adapter.geometry.bind(b.get("mask"))
     n = batch_size(x)
+    if getattr(adapter, "method", None) is not None:
+        # another method (a Bayesian flow network, a user's own): its own state handling, loss and
+        # sampler; the diffusion geometry's noise contract does not apply (discrete states)
+        module = adapter.module()
+        module.train()
+        return _check_method(adapter, module, b, n, steps=steps, batch=batch)
 
     # geometry contract
     z = geometry.randn_like(x)
@@ -151,6 +157,31 @@ def _check_adapter(adapter: Any, *, samplers: dict[str, Callable] | None, steps:
     return {"loss": float(out.loss.mean()), "samplers": sorted(results), "metrics": metrics}
 
 
+
+
+def _check_method(adapter: Any, module: Any, b: dict, n: int, *, steps: int, batch: int) -> dict[str, Any]:
+    """The loss / gradient / sampling / metrics part of the conformance check for a non-diffusion
+    method: its own loss and its own sampler."""
+    x = b["x"]
+    out = module.method.loss(b, torch.Generator().manual_seed(0))
+    assert out.loss.shape == (n,), f"loss must be per sample [B]={n}, got {tuple(out.loss.shape)}"
+    assert torch.isfinite(out.loss).all(), "loss is not finite"
+    out.loss.mean().backward()
+    grads = [q.grad for q in module.parameters() if q.requires_grad]
+    assert grads and all(g is not None for g in grads), "some trainable parameters get no gradient"
+    module.eval()
+    template = adapter.datamodule.sample_template(batch)
+    s = module.sample(template, steps=steps, generator=torch.Generator().manual_seed(0))
+    assert keys_of(s) == keys_of(x), "the method's sampler changed the state structure"
+    for k in keys_of(s):
+        v = s if k is None else s[k]
+        ref = template["x"] if k is None else template["x"][k]
+        assert v.shape == ref.shape, f"sample {k or 'x'} has shape {tuple(v.shape)}, the template {tuple(ref.shape)}"
+        assert torch.isfinite(v.double()).all(), f"the method's sampler gave non-finite values in {k or 'x'}"
+    metrics = adapter.metrics(s, adapter.datamodule.reference())
+    assert isinstance(metrics, dict) and all(isinstance(v, float) for v in metrics.values()), \
+        "metrics must be a dict of floats"
+    return {"loss": float(out.loss.detach().mean()), "samplers": ["method"], "metrics": metrics}
 
 
 class SimulatedCrash(RuntimeError):

@@ -18,12 +18,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..data import DomainDataModule, save_figure
 from ..nn import SinusoidalEmbedding
 from .method import BayesianFlowMethod
 from .vonmises import wrap
 
 __all__ = ["categorical_triples", "categorical_metrics", "torus_mixture", "TORUS_CENTRES", "torus_metrics",
-           "BFNToyMLP", "train"]
+           "BFNToyMLP", "train", "TorusMixtureDataModule", "CategoricalDataModule", "adapter"]
 
 
 # -- discrete toy -------------------------------------------------------------------------------------
@@ -192,3 +193,159 @@ def train(method: BayesianFlowMethod, data: Tensor | dict, *, iters: int = 1000,
                 p.copy_(a)
     method.eval()
     return losses
+
+
+# -- datamodules for the CLI (``experiment=toy/bfn_torus``, ``toy/bfn_categorical``) -----------------
+class _Items(torch.utils.data.Dataset):
+    def __init__(self, x: Tensor) -> None:
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        return {"x": self.x[i]}
+
+
+class _ToyDataModule(DomainDataModule):
+    """Train / val / test splits of a generated toy (seeds ``10 * seed + split``)."""
+
+    def __init__(self, n_train: int = 8192, n_val: int = 1024, n_test: int = 4096, batch_size: int = 256,
+                 num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        self.sizes = (int(n_train), int(n_val), int(n_test))
+
+    def _make(self, n: int, seed: int) -> Tensor:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        self.train_set, self.val_set, self.test_set = (
+            _Items(self._make(n, self.seed * 10 + i)) for i, n in enumerate(self.sizes))
+
+    def reference(self) -> Tensor:
+        if getattr(self, "test_set", None) is None:
+            self.setup()
+        return self.test_set.x
+
+
+class TorusMixtureDataModule(_ToyDataModule):
+    """:func:`torus_mixture` angle pairs in [-pi, pi)^2 (the periodic BFN's toy)."""
+
+    def __init__(self, std: float = 0.3, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.std = float(std)
+
+    def _make(self, n: int, seed: int) -> Tensor:
+        return torus_mixture(n, std=self.std, seed=seed)[0]
+
+    def plot_samples(self, samples: Tensor, path: Any) -> Any:
+        from matplotlib.figure import Figure  # not pyplot: no backend is selected or switched
+
+        fig = Figure(figsize=(8, 4))
+        axes = fig.subplots(1, 2, sharex=True, sharey=True)
+        for ax, pts, title in ((axes[0], self.reference(), "data (test split)"), (axes[1], samples, "samples")):
+            pts = pts.detach().cpu()
+            ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5)
+            ax.set(title=title, xlim=(-math.pi, math.pi), ylim=(-math.pi, math.pi), aspect="equal")
+        fig.tight_layout()
+        return save_figure(fig, path)
+
+
+class CategoricalDataModule(_ToyDataModule):
+    """:func:`categorical_triples` (three dependent categorical variables; the discrete BFN's toy)."""
+
+    def __init__(self, num_classes: int = 5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+
+    def _make(self, n: int, seed: int) -> Tensor:
+        return categorical_triples(n, self.num_classes, seed=seed)
+
+    def sample_template(self, n: int, generator: torch.Generator | None = None) -> dict[str, Any]:
+        return {"x": torch.zeros(n, 3, dtype=torch.long)}
+
+    def plot_samples(self, samples: Tensor, path: Any) -> Any:
+        from matplotlib.figure import Figure
+
+        K = self.num_classes
+        fig = Figure(figsize=(9, 3))
+        ax = fig.subplots()
+        ref, got = _joint_hist(self.reference(), K), _joint_hist(samples, K)
+        cells = torch.arange(K ** 3)
+        ax.bar(cells - 0.2, ref, width=0.4, label="data (test split)")
+        ax.bar(cells + 0.2, got, width=0.4, label="samples")
+        ax.set(xlabel="joint cell (x0, x1, x2)", ylabel="frequency")
+        ax.legend()
+        fig.tight_layout()
+        return save_figure(fig, path)
+
+
+def adapter(n_train: int = 512) -> Any:
+    """A small joint-BFN :class:`workbench.adapter.DomainAdapter` for the conformance test: a
+    continuous, a periodic and a discrete variable (the crystal-shaped system) under one time."""
+    from functools import partial
+
+    from ..adapter import DomainAdapter
+    from .flows import ContinuousFlow, DiscreteFlow, PeriodicFlow
+    from .method import BayesianFlowMethod
+
+    flow = {"c": ContinuousFlow(0.05), "p": PeriodicFlow(beta1=100.0), "d": DiscreteFlow(3, beta1=2.0)}
+    return DomainAdapter(
+        datamodule=_JointToyDataModule(n_train=n_train, n_val=64, n_test=256, batch_size=64),
+        network=_JointToyNet(),
+        metrics=_joint_metrics,
+        method=partial(BayesianFlowMethod, flow=flow, steps=10),
+    )
+
+
+class _JointToyDataModule(_ToyDataModule):
+    """Dict states {c: [2] Gaussian mixture point, p: [2] torus angles, d: [3] classes of 3}."""
+
+    def _make(self, n: int, seed: int) -> dict[str, Tensor]:
+        from ..toy import gaussian_mixture
+
+        return {"c": gaussian_mixture(n, seed=seed)[0], "p": torus_mixture(n, seed=seed + 1)[0],
+                "d": categorical_triples(n, 3, seed=seed + 2)}
+
+    def setup(self, stage: str | None = None) -> None:
+        self.train_set, self.val_set, self.test_set = (
+            _DictItems(self._make(n, self.seed * 10 + i)) for i, n in enumerate(self.sizes))
+
+    def reference(self) -> dict[str, Tensor]:
+        if getattr(self, "test_set", None) is None:
+            self.setup()
+        return self.test_set.x
+
+
+class _DictItems(torch.utils.data.Dataset):
+    def __init__(self, x: dict[str, Tensor]) -> None:
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(next(iter(self.x.values())))
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"x": {k: v[i] for k, v in self.x.items()}}
+
+
+class _JointToyNet(nn.Module):
+    """One small MLP per variable (enough for the conformance test)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = BFNToyMLP("continuous", 2, hidden=16, depth=1)
+        self.p = BFNToyMLP("periodic", 2, hidden=16, depth=1)
+        self.d = BFNToyMLP("discrete", 3, num_classes=3, hidden=16, depth=1)
+
+    def forward(self, theta: dict, t: Tensor, log_conc: dict | None = None, **extras: Any) -> dict[str, Tensor]:
+        return {"c": self.c(theta["c"], t), "p": self.p(theta["p"], t, log_conc=(log_conc or {}).get("p")),
+                "d": self.d(theta["d"], t)}
+
+
+def _joint_metrics(samples: dict[str, Tensor], reference: dict[str, Tensor]) -> dict[str, float]:
+    from ..toy import toy_metrics
+
+    out = {f"c/{k}": v for k, v in toy_metrics(samples["c"], reference["c"]).items()}
+    out.update({f"p/{k}": v for k, v in torus_metrics(samples["p"], reference["p"]).items()})
+    out.update({f"d/{k}": v for k, v in categorical_metrics(samples["d"], reference["d"], 3).items()})
+    return out
