@@ -1,7 +1,8 @@
 """Bayesian flow networks on the toys: cost against the number of steps n, sample quality, and the
 batched von Mises sampler against ``torch.distributions.VonMises``.
 
-    python benchmarks/bayesflow.py [--iters 1500] [--batch 256] [--ns 10,100,1000] [--threads 1]
+    python benchmarks/bayesflow.py [--iters 1500] [--batch 256] [--ns 10,100,1000] [--threads 1] [--readme]
+    python benchmarks/bayesflow.py --table-only [--readme]     # re-render from the stored JSON
 
 * timing: seconds per training step (loss + backward + Adam, batch ``--batch``) and per sample
   (``--batch`` samples drawn with n steps, divided by the batch) for the continuous (2-D Gaussian
@@ -15,7 +16,8 @@ batched von Mises sampler against ``torch.distributions.VonMises``.
   periodic flow simulation at n = 100 / 1000 (ours: only the i - 1 draws each sample needs, batched
   sampler; reference style: all n draws per entry with torch's sampler in float64, as CrysBFN).
 
-Writes ``benchmarks/results/bayesflow.json`` and prints Markdown tables.
+Writes ``benchmarks/results/bayesflow.json`` and prints Markdown tables; ``--readme`` writes them into
+the README's ``bayesflow-table`` block.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _meta import measurement  # noqa: E402
+from _meta import ROOT, measurement, meta_line, write_block  # noqa: E402
 from workbench.bayesflow import BayesianFlowMethod, ContinuousFlow, DiscreteFlow, PeriodicFlow, sample_von_mises  # noqa: E402
 from workbench.bayesflow.toy import (BFNToyMLP, categorical_metrics, categorical_triples, torus_metrics,  # noqa: E402
                                      torus_mixture, train)
@@ -177,7 +179,12 @@ def table(result: dict) -> str:
     for f in v["flow_simulation"]:
         lines.append(f"| n={f['n']}, B={f['batch']}, D={f['dims']} | {f['ours_s']:.4f} | {f['reference_style_s']:.4f} | "
                      f"x{f['speedup']:.1f} |")
+    lines += ["", meta_line(result)]
     return "\n".join(lines)
+
+
+#: README blocks rendered from the JSON (checked by tests/test_readme_tables.py)
+TABLES = {"bayesflow-table": (table, "bayesflow.json")}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -188,10 +195,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--readme", action="store_true", help="write the tables into README.md")
     args = ap.parse_args(argv)
     if args.table_only:
         result = json.loads(Path(args.out).read_text())
         print(table(result))
+        if args.readme:
+            write_block(ROOT / "README.md", "bayesflow-table", table(result))
         return result
     torch.set_num_threads(args.threads)
     ns = [int(v) for v in args.ns.split(",")]
@@ -202,6 +212,8 @@ def main(argv: list[str] | None = None) -> dict:
                                    "seed": 0})}
     write_json(args.out, result)
     print(table(result))
+    if args.readme:
+        write_block(ROOT / "README.md", "bayesflow-table", table(result))
     return result
 
 

@@ -22,9 +22,10 @@ def _cases():
         out[(graphs.README, name)] = lambda fn=fn: fn(gdata)
     for name, (fn, key) in ts.TABLES.items():
         out[(ts.README, name)] = lambda fn=fn: fn(tdata)
-    for name, (fn, file) in samplers.TABLES.items():
-        out[(ROOT / "README.md", name)] = lambda fn=fn, file=file: fn(
-            json.loads((ROOT / "benchmarks" / "results" / file).read_text()))
+    for mod in (samplers, importlib.import_module("bayesflow")):
+        for name, (fn, file) in mod.TABLES.items():
+            out[(ROOT / "README.md", name)] = lambda fn=fn, file=file: fn(
+                json.loads((ROOT / "benchmarks" / "results" / file).read_text()))
     return out
 
 
