@@ -250,3 +250,20 @@ def test_inside_joint_process() -> None:
     assert abs(float(x["a"][:, 1].std()) - 50.0) < 2.5 and abs(float(x["a"][:, 0].std()) - 1.0) < 0.05
     with pytest.raises(ValueError, match="different ones"):
         jp.time_grid(5, spacing="logsnr")
+
+
+def test_noisy_data_consistency_refuses_per_element_noise_levels() -> None:
+    """Guards y_t = alpha y + sigma A z taking the first channel's alpha / sigma for every channel."""
+    from workbench.guidance.data_consistency import DataConsistency
+    from workbench.operators import Mask
+    from workbench.processes import VE, VP, PerChannelProcess
+    from workbench.testing import GaussianDenoiser
+
+    process = PerChannelProcess([VP(), VE(0.01, 50.0)], dim=1)
+    den = GaussianDenoiser(process, torch.zeros(2), torch.eye(2))
+    mask = torch.tensor([[1.0, 0.0]]).expand(3, 2)
+    dc = DataConsistency(den, Mask(mask), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="one noise level per sample"):
+        dc.target(torch.zeros(3, 2), torch.full((3,), 0.5))
+    same = DataConsistency(GaussianDenoiser(VP(), torch.zeros(2), torch.eye(2)), Mask(mask), torch.zeros(3, 2))
+    assert torch.isfinite(same.target(torch.zeros(3, 2), torch.full((3,), 0.5))).all()

@@ -84,7 +84,13 @@ class DataConsistency(DenoiserWrapper):
         if not self.noisy:
             return self.y
         c = self.process.at(t, x, Euclidean())
-        a, s = c.alpha.flatten(1)[:, 0], c.sigma.flatten(1)[:, 0]
+        fa, fs = c.alpha.flatten(1), c.sigma.flatten(1)
+        if not (torch.equal(fa, fa[:, :1].expand_as(fa)) and torch.equal(fs, fs[:, :1].expand_as(fs))):
+            # y_t = alpha y + sigma A z needs one noise level per sample: with per-element levels
+            # (a PerChannelProcess) alpha does not pass through the operator
+            raise ValueError("DataConsistency(noisy=True) needs one noise level per sample, but the process's "
+                             "coefficients vary within a sample (per-channel schedule); use noisy=False")
+        a, s = fa[:, 0], fs[:, 0]
         z = torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
         az = self.operator.forward(z)
         shape = (-1, *([1] * (az.dim() - 1)))
