@@ -1,6 +1,7 @@
 """Generic linear operators on batched tensors ``[B, ...]``."""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -8,7 +9,7 @@ from torch import Tensor
 
 from .base import LinearOperator
 
-__all__ = ["Mask", "FourierSubsample", "FiniteDifference", "cartesian_mask"]
+__all__ = ["Mask", "FourierSubsample", "FiniteDifference", "cartesian_mask", "mri_mask", "MRI_MASK_KINDS"]
 
 
 class Mask(LinearOperator):
@@ -53,24 +54,82 @@ class FourierSubsample(LinearOperator):
         return x.real if self.real else x
 
 
+MRI_MASK_KINDS = ("uniform1d", "gaussian1d", "gaussian2d")
+
+
+def _center_band(w: int, center_fraction: float) -> Tensor:
+    """Boolean ``[w]``: ``round(w * center_fraction)`` lines around the DC line ``w // 2``."""
+    n = max(0, min(w, round(w * center_fraction)))
+    band = torch.zeros(w, dtype=torch.bool)
+    start = min(max(0, w // 2 - n // 2), w - n)
+    band[start:start + n] = True
+    return band
+
+
+def _gaussian(n: int, std: float) -> Tensor:
+    """Unnormalised Gaussian weights over ``0..n-1`` centred at ``n // 2`` (float64)."""
+    d = torch.arange(n, dtype=torch.float64) - n // 2
+    return torch.exp(-0.5 * (d / std) ** 2)
+
+
+def mri_mask(kind: str, shape: Sequence[int], acceleration: float, center_fraction: float = 0.08,
+             seed: int = 0) -> Tensor:
+    """A reproducible single-coil Cartesian k-space mask ``[H, W]`` (0/1 float32, centred k-space as
+    :class:`FourierSubsample` uses), after DiffusionMBIR's ``utils.get_mask``:
+
+    - ``uniform1d``: whole phase-encoding lines (columns); a centre band of
+      ``round(W * center_fraction)`` lines around the DC line ``W // 2``, then uniformly random
+      other lines;
+    - ``gaussian1d``: the same centre band, then other lines drawn with a Gaussian density
+      centred on the DC line with std ``W * 15 / 128``;
+    - ``gaussian2d``: single k-space points drawn with a 2-D Gaussian density centred on DC with
+      per-axis variance ``n * (1.5 / 128) * n`` (``n`` = H or W); no centre band (as the reference).
+
+    ``round(W / acceleration)`` lines (1-D) or ``round(H * W / acceleration)`` points (2-D) are
+    kept in total, exactly: unlike the reference, which draws with replacement (so it keeps fewer
+    than it asks for), lines and points are drawn without replacement (weighted by the density,
+    ``torch.multinomial``). Randomness comes from a ``torch.Generator`` seeded with ``seed``; the
+    global RNGs are untouched, and the same arguments give the same mask.
+    """
+    if kind not in MRI_MASK_KINDS:
+        raise ValueError(f"mri_mask: unknown kind {kind!r} (one of {', '.join(MRI_MASK_KINDS)})")
+    if not acceleration >= 1:
+        raise ValueError(f"mri_mask: acceleration must be >= 1, got {acceleration}")
+    h, w = int(shape[-2]), int(shape[-1])
+    g = torch.Generator().manual_seed(int(seed))
+    if kind == "gaussian2d":
+        n_keep = max(1, min(h * w, round(h * w / acceleration)))
+        dens = (_gaussian(h, math.sqrt(h * (1.5 / 128) * h))[:, None]
+                * _gaussian(w, math.sqrt(w * (1.5 / 128) * w))[None, :]).flatten()
+        mask = torch.zeros(h * w, dtype=torch.bool)
+        mask[torch.multinomial(dens, n_keep, replacement=False, generator=g)] = True
+        return mask.view(h, w).to(torch.float32)
+    n_keep = max(1, min(w, round(w / acceleration)))
+    cols = _center_band(w, center_fraction)
+    if int(cols.sum()) > n_keep:
+        raise ValueError(f"mri_mask: the centre band ({int(cols.sum())} lines) exceeds the "
+                         f"{n_keep} lines of acceleration {acceleration}")
+    rest = torch.nonzero(~cols).flatten()
+    n_rest = n_keep - int(cols.sum())
+    if n_rest > 0:
+        if kind == "uniform1d":
+            pick = torch.randperm(rest.numel(), generator=g)[:n_rest]
+        else:
+            dens = _gaussian(w, w * 15.0 / 128)[rest]
+            pick = torch.multinomial(dens, n_rest, replacement=False, generator=g)
+        cols[rest[pick]] = True
+    return cols.to(torch.float32).expand(h, w).clone()
+
+
 def cartesian_mask(shape: Sequence[int], acceleration: float, center_fraction: float = 0.08,
                    seed: int = 0) -> Tensor:
-    """A reproducible Cartesian undersampling mask ``[H, W]`` of 0/1 floats.
+    """``mri_mask("uniform1d", ...)``: whole random lines plus a centre band, ``[H, W]`` 0/1 floats.
 
-    Whole phase-encoding lines (columns, the last dim) are kept: the central
-    ``round(W * center_fraction)`` lines always, then random other lines until
-    ``round(W / acceleration)`` are kept in total. The same ``seed`` gives the same mask.
+    The central ``round(W * center_fraction)`` lines (around the DC line ``W // 2``) always, then
+    random other lines until ``round(W / acceleration)`` are kept in total. The same ``seed``
+    gives the same mask.
     """
-    h, w = int(shape[-2]), int(shape[-1])
-    n_keep = max(1, min(w, round(w / acceleration)))
-    n_center = min(n_keep, round(w * center_fraction))
-    cols = torch.zeros(w, dtype=torch.bool)
-    start = (w - n_center) // 2
-    cols[start:start + n_center] = True
-    rest = torch.nonzero(~cols).flatten()
-    g = torch.Generator().manual_seed(seed)
-    cols[rest[torch.randperm(rest.numel(), generator=g)[:n_keep - n_center]]] = True
-    return cols.to(torch.float32).expand(h, w).clone()
+    return mri_mask("uniform1d", shape, acceleration, center_fraction, seed)
 
 
 class FiniteDifference(LinearOperator):
