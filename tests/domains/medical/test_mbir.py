@@ -1,0 +1,345 @@
+"""DiffusionMBIR (domains/medical/mbir.py) and its slice prior (networks.py).
+
+The prior is exact: a Gaussian on 16x16 slices (smooth squared-exponential covariance), its
+posterior mean given by ``workbench.testing.GaussianDenoiser`` on the flattened slices, under a
+VE process. The volume [8, 1, 16, 16] is a batch of 8 slices; the operator is the core's
+``FourierSubsample`` with a different Cartesian mask per slice (under-determined), or a
+``Mask``. Each test names the bug it guards.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+from torch import nn
+
+from workbench import conditional
+from workbench.errors import ConfigError
+from workbench.geometry import Euclidean
+from workbench.operators import FourierSubsample, Mask, cartesian_mask, check_adjoint
+from workbench.precond import Denoiser
+from workbench.processes import VE
+from workbench.samplers import sample_ddim, sample_dpm_solver, sample_ode, sample_pc
+from workbench.samplers.common import sampler_grid
+from workbench.precond import Prediction
+
+from workbench.domains.medical.mbir import (MRI_DEFAULTS, ADMMTVz, DiffusionMBIRGuidance, SliceDifference,
+                                            admm_tv_3d, data_residual, zero_filled)
+from workbench.domains.medical.networks import SlicePrior
+
+Z, H = 8, 16
+MRI = dict(lamb=MRI_DEFAULTS["lamb"], rho=MRI_DEFAULTS["rho"])   # A = orthonormal FFT: ||A^T A|| = 1
+
+
+def _prior(dtype=torch.float64):
+    ii, jj = torch.meshgrid(torch.arange(H), torch.arange(H), indexing="ij")
+    pts = torch.stack([ii.flatten(), jj.flatten()], 1).double()
+    d2 = ((pts[:, None] - pts[None]) ** 2).sum(-1)
+    cov = 0.05 * torch.exp(-d2 / (2 * 3.0 ** 2)) + 1e-4 * torch.eye(H * H, dtype=torch.float64)
+    return 0.5 * torch.ones(H * H, dtype=torch.float64), cov
+
+
+MEAN, COV = _prior()
+PROCESS = VE(sigma_min=0.01, sigma_max=10.0)
+
+
+class SliceGaussian(nn.Module):
+    """Exact E[x0 | x_t] for slices x0 ~ N(MEAN, COV) under the VE process (alpha = 1):
+    x0 = mu + V diag(w / (w + sigma^2)) V^T (x_t - mu), COV = V diag(w) V^T, one sigma per slice.
+    (workbench.testing.GaussianDenoiser is the same map, but its batched torch.linalg.solve on
+    256x256 systems trips an MKL pivot error under torch.set_num_threads(2), as tests/conftest.py
+    sets; the eigenbasis form needs no solve.)"""
+
+    def __init__(self, process=PROCESS, mean=MEAN, cov=COV) -> None:
+        super().__init__()
+        self.process = process
+        w, v = torch.linalg.eigh(cov)
+        self.register_buffer("mean", mean)
+        self.register_buffer("w", w)
+        self.register_buffer("v", v)
+
+    def forward(self, x, t, geometry, **extras) -> Prediction:
+        t = self.process._batch_t(t, x)
+        coef = self.process.at(t, x, geometry)
+        s2 = coef.sigma.double().flatten(1)[:, :1] ** 2                       # [B, 1]
+        r = x.double().flatten(1) - self.mean
+        x0 = self.mean + ((r @ self.v) * (self.w / (self.w + s2))) @ self.v.T
+        return Prediction.from_eps(x, ((x.double().flatten(1) - x0) / s2.sqrt()).reshape(x.shape).to(x.dtype), coef)
+
+
+def _truth(dtype=torch.float32) -> torch.Tensor:
+    """One prior draw, repeated along z (a volume constant along the slice axis)."""
+    g = torch.Generator().manual_seed(1)
+    s = MEAN + torch.linalg.cholesky(COV) @ torch.randn(H * H, generator=g, dtype=torch.float64)
+    return s.to(dtype).reshape(1, 1, H, H).expand(Z, 1, H, H).clone()
+
+
+def _fourier(dtype=torch.float32, z: int = Z, h: int = H) -> FourierSubsample:
+    masks = torch.stack([cartesian_mask((h, h), 4.0, 0.125, seed=k) for k in range(z)])[:, None]
+    return FourierSubsample(masks.to(dtype))
+
+
+def _rmse(a, b) -> float:
+    return float((a.double() - b.double()).pow(2).mean().sqrt())
+
+
+# ------------------------------------------------------------------------------------------ D_z
+def test_periodic_slice_difference_and_adjoint() -> None:
+    """Bug: a D_z without the wrap (the reference's (D_z x)_{Z-1} = x_0 - x_{Z-1}) or an adjoint
+    that is not D_z^T (CG then solves a non-symmetric system)."""
+    d = SliceDifference(0)
+    x = torch.arange(4.0).reshape(4, 1, 1, 1) ** 2            # 0, 1, 4, 9
+    assert d.forward(x).flatten().tolist() == [1.0, 3.0, 5.0, -9.0]
+    for periodic in (True, False):
+        op = SliceDifference(0, periodic)
+
+        class _Wrap:   # check_adjoint's x has a batch dim in front; the slice axis is then 1
+            def forward(self, v):
+                return torch.stack([op.forward(u) for u in v])
+
+            def adjoint(self, w):
+                return torch.stack([op.adjoint(u) for u in w])
+
+        assert check_adjoint(_Wrap(), (2, Z, 1, 3, 3)) < 1e-14
+
+
+# ------------------------------------------------------------------------- (a) one ADMM step
+def _dense(hook: ADMMTVz, shape) -> torch.Tensor:
+    n = torch.Size(shape).numel()
+    eye = torch.eye(n, dtype=torch.float64)
+    return torch.stack([hook.normal(eye[i].reshape(shape)).flatten() for i in range(n)], 1)
+
+
+def test_one_admm_step_is_the_closed_form_of_its_subproblems() -> None:
+    """Bug: the x-update not solving (A^T A + rho D^T D) x = A^T y + rho D^T (del - u) (wrong
+    sign of the split term, D instead of D^T, a missing rho), CG inner products per slice
+    instead of over the volume, or a wrong shrinkage threshold (lamb instead of lamb / rho)."""
+    op = _fourier(torch.float64, z=4, h=8)      # a dense 256 x 256 system
+    g = torch.Generator().manual_seed(3)
+    truth = 0.5 + 0.1 * torch.randn(1, 1, 8, 8, generator=g, dtype=torch.float64).expand(4, 1, 8, 8)
+    y = op.forward(truth)
+    x0 = truth + 0.3 * torch.randn(truth.shape, generator=g, dtype=torch.float64)
+    del0 = 0.05 * torch.randn(truth.shape, generator=g, dtype=torch.float64)
+    u0 = 0.05 * torch.randn(truth.shape, generator=g, dtype=torch.float64)
+    lamb, rho = 0.02, 0.5
+
+    def primed(n_cg):
+        h = ADMMTVz(op, y, lamb=lamb, rho=rho, n_cg=n_cg, cg_tol=1e-14)
+        h.del_z, h.u_z, h._last_t = del0.clone(), u0.clone(), 1.0   # a state carried from a previous step
+        return h
+
+    D = SliceDifference(0)
+    b = op.adjoint(y) + rho * D.adjoint(del0 - u0)
+    h = primed(400)
+    M = _dense(h, truth.shape)
+    w, V = torch.linalg.eigh(M)
+    inv = torch.where(w > 1e-10 * w.max(), 1 / w, torch.zeros_like(w))
+    r0 = (b - h.normal(x0)).flatten()
+    # CG from x0 stays in x0 + range(M): the solution nearest x0 (M may be singular)
+    x_star = x0 + (V @ (inv * (V.T @ r0))).reshape(truth.shape)
+    x = h(x0, 0.5)
+    assert _rmse(x, x_star) < 1e-9 * (1 + _rmse(x_star, 0 * x_star))
+    assert _rmse(h.normal(x), b) < 1e-8
+    # shrinkage and dual update, exact given x
+    v = D.forward(x) + u0
+    thr = lamb / rho
+    soft = torch.where(v.abs() > thr, v - thr * torch.sign(v), torch.zeros_like(v))
+    assert torch.equal(h.del_z, soft)
+    assert torch.allclose(h.u_z, u0 + D.forward(x) - soft, atol=1e-15, rtol=0)
+    assert int((h.del_z == 0).sum()) > 0       # the threshold is active somewhere
+    # ONE CG iteration (the paper's n_cg = 1): x0 + (r.r / r.Mr) r with inner products over the volume
+    r = b - h.normal(x0)
+    x1 = x0 + (r * r).sum() / (r * h.normal(r)).sum() * r
+    assert _rmse(primed(1)(x0, 0.5), x1) < 1e-12
+
+
+# -------------------------------------------------------------------------- (b) persistence
+def test_split_and_dual_persist_across_steps_and_reset_per_volume_and_run() -> None:
+    """Bug: del_z / u_z re-zeroed at every diffusion step (the reference keeps them for the
+    whole run), or carried over to the next volume or the next posterior sample."""
+    op = _fourier()
+    truth = _truth()
+    y = op.forward(truth)
+    g = torch.Generator().manual_seed(4)
+    x1, x2 = (truth + 0.5 * torch.randn(truth.shape, generator=g) for _ in range(2))
+    h = ADMMTVz(op, y, **MRI)
+    h(x1, torch.tensor(0.9))
+    del1, u1 = h.del_z.clone(), h.u_z.clone()
+    assert u1.abs().max() > 0
+    out = h(x2, torch.tensor(0.8))
+    fresh = ADMMTVz(op, y, **MRI)(x2, torch.tensor(0.8))
+    # the second step used the carried state: by hand from del1, u1
+    D = SliceDifference(0)
+    b = h.aty(x2) + MRI["rho"] * D.adjoint(del1 - u1)
+    r = b - h.normal(x2)
+    manual = x2 + (r * r).sum() / (r * h.normal(r)).sum() * r
+    assert torch.allclose(out, manual, atol=1e-5)
+    assert _rmse(out, fresh) > 1e-3 * _rmse(fresh, 0 * fresh)
+    assert h.runs == 1 and h.calls == 2
+    # time going back up = a new sampling run: starts from zero state again
+    again = h(x2, torch.tensor(0.95))
+    assert torch.allclose(again, ADMMTVz(op, y, **MRI)(x2, torch.tensor(0.95)))
+    assert h.runs == 2
+    # a new volume (a new factory call) gets a new hook
+    factory = DiffusionMBIRGuidance(**MRI, final_consistency=False)
+    den = SliceGaussian()
+    batch = {"x": truth, "observation": {"y": y, "operator": op}}
+    w1, w2 = factory(den, batch), factory(den, batch)
+    w1.post_step(x1, torch.tensor(0.5))
+    assert w1.admm_step.del_z is not None and w2.admm_step.del_z is None
+    assert w1.process is PROCESS                          # a pass-through DenoiserWrapper
+
+
+# ------------------------------------------------------------------------ helpers: sampling
+SAMPLERS = {"pc": sample_pc, "ddim": sample_ddim, "dpm_solver": sample_dpm_solver,
+            "ode_euler": partial(sample_ode, method="euler")}
+
+
+def _sample(sampler, hook, truth, steps=20, seed=0):
+    den = SliceGaussian()
+    geo = Euclidean()
+    g = torch.Generator().manual_seed(seed)
+    x = PROCESS.prior_sample(truth, geo, generator=g)
+    ts = sampler_grid(PROCESS, sampler, steps)
+    return sampler(den, x, ts, process=PROCESS, geometry=geo, generator=g, post_step=hook)
+
+
+# ------------------------------------------------------------- (c) z-TV helps along z
+@pytest.mark.parametrize("name", ["pc", "ddim"])
+def test_z_tv_beats_slicewise_data_consistency_on_a_z_constant_volume(name) -> None:
+    """Bug: the TV-along-z term not acting (z_tv ignored, D_z along the wrong axis, rho D^T D
+    dropped from the system): the slices are then reconstructed independently and the
+    z-constant structure is lost (the slice-wise ablation's error)."""
+    op = _fourier()
+    truth = _truth()
+    y = op.forward(truth)
+    errs, zstd = {}, {}
+    for z_tv in (True, False):
+        out = _sample(SAMPLERS[name], ADMMTVz(op, y, **MRI, z_tv=z_tv), truth, steps=20)
+        errs[z_tv], zstd[z_tv] = _rmse(out, truth), float(out.std(0).mean())
+    assert errs[True] < 0.8 * errs[False], errs
+    assert zstd[True] < 0.5 * zstd[False], zstd
+    assert errs[True] < _rmse(zero_filled(op, y), truth)
+
+
+def test_admm_tv_3d_baseline() -> None:
+    """Bug: the 3-D ADMM-TV baseline solving each slice alone (the core's batched solver on the
+    [Z, ...] volume) or not reducing the zero-filled error."""
+    op = _fourier()
+    truth = _truth()
+    y = op.forward(truth)
+    x = admm_tv_3d(op, y, lamb=0.005, rho=0.05, outer=30, cg_iters=20)
+    assert _rmse(x, truth) < 0.8 * _rmse(zero_filled(op, y), truth)
+    assert float(x.std(0).mean()) < 0.3 * float(zero_filled(op, y).std(0).mean())
+
+
+# ---------------------------------------------------------------------- (d) chunked network
+def test_slice_prior_chunking_does_not_change_the_output() -> None:
+    """Bug: chunks given the wrong times (the first chunk's t reused), slices mixed across a
+    chunk, or a chunk size that drops the remainder."""
+    torch.manual_seed(0)
+    net = SlicePrior(image_size=H, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,),
+                     sigma_min=0.01, sigma_max=10.0, groups=4).eval().double()
+    assert net.attention_levels == [1]
+    # float64: float32 convolutions round differently for different batch sizes (~1e-6)
+    x = torch.randn(Z, 1, H, H, dtype=torch.float64)
+    t = torch.rand(Z, dtype=torch.float64)
+    with torch.no_grad():
+        whole = net(x, t)
+        for c in (1, 3, 5, 8, 20):
+            net.chunk = c
+            assert torch.allclose(net(x, t), whole, atol=1e-12, rtol=1e-10), c
+        net.chunk = None
+        # NCSN++ parametrisation: output = h / sigma(t), h fed log sigma(t)
+        net.scale_by_sigma = False
+        raw = net(x, t)
+        net.scale_by_sigma = True
+    assert torch.allclose(whole * net.sigma(t).view(-1, 1, 1, 1), raw, atol=1e-5, rtol=1e-4)
+    den = Denoiser(net, PROCESS, prediction="score")
+    pred = den(x, t, Euclidean())
+    assert torch.allclose(pred.eps, -raw, atol=1e-5, rtol=1e-4)     # eps = -h
+
+
+# -------------------------------------------------------------- (e) through the core's loop
+class _Module(nn.Module):
+    """What workbench.conditional uses of a DiffusionModule, around the exact slice prior."""
+
+    def __init__(self, sampler) -> None:
+        super().__init__()
+        self.process = PROCESS
+        self.denoiser = SliceGaussian()
+        self.geometry = Euclidean()
+        self.sampler = sampler
+        self.sample_steps, self.sample_spacing = 20, None
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_guidance_through_the_conditional_loop_with_every_sampler(name) -> None:
+    """Bug: the hook not reaching the sampler (no post_step found through the wrapper), the
+    ADMM state leaking from one posterior sample into the next, or a sampler whose output
+    misses the data: ||A x - y|| / ||y|| must be small for every sampler."""
+    op = _fourier()
+    truth = _truth()
+    y = op.forward(truth)
+    made = []
+    factory = DiffusionMBIRGuidance(**MRI, final_consistency=False)
+
+    def spy(den, batch, generator=None):
+        w = factory(den, batch, generator)
+        made.append(w)
+        return w
+
+    batch = {"x": truth, "observation": {"y": y, "operator": op}}
+    g = torch.Generator().manual_seed(0)
+    s = conditional.posterior_samples(_Module(SAMPLERS[name]), spy, batch, 2, generator=g)
+    assert s.shape == (2, *truth.shape)
+    hook = made[0].admm_step
+    assert hook.runs == 2                          # one fresh ADMM state per posterior sample
+    for k in range(2):
+        assert data_residual(op, s[k], y) < 0.02, (name, data_residual(op, s[k], y))
+        assert _rmse(s[k], truth) < 0.8 * _rmse(zero_filled(op, y), truth)
+    assert float(s.std(0).mean()) > 0 or name in ("ddim", "dpm_solver", "ode_euler")
+    unguided = _sample(SAMPLERS[name], None, truth)
+    assert data_residual(op, unguided, y) > 0.1
+
+
+# ------------------------------------------------------------------- (f) final consistency
+def test_final_consistency_reduces_the_residual() -> None:
+    """Bug: the final Kaczmarz step not applied at the last time (t_end), applied with the
+    wrong sign / normaliser, or dividing by zero where A^T A 1 = 0."""
+    truth = _truth()
+    g = torch.Generator().manual_seed(5)
+    mask = (torch.rand(truth.shape, generator=g) < 0.3).float()
+    for op in (_fourier(), Mask(mask)):
+        y = op.forward(truth)
+        res = {}
+        for final in (False, True):
+            hook = ADMMTVz(op, y, **MRI, final_consistency=final, t_end=PROCESS.t_end)
+            out = _sample(sample_ddim, hook, truth)
+            assert torch.isfinite(out).all()
+            res[final] = data_residual(op, out, y)
+        assert res[True] < 0.6 * res[False], (type(op).__name__, res)
+        if isinstance(op, Mask):
+            assert res[True] < 1e-6                   # A A^T = I on the observed entries: exact
+    x = truth + torch.randn(truth.shape, generator=g)
+    h = ADMMTVz(Mask(mask), Mask(mask).forward(truth))
+    assert data_residual(Mask(mask), h.final_consistency(x), Mask(mask).forward(truth)) < 1e-6
+
+
+def test_factory_checks() -> None:
+    """Bug: a batch of several volumes (or slices as [B, H, W]) accepted silently, or bad
+    hyperparameters failing deep inside the sampler."""
+    op = _fourier()
+    truth = _truth()
+    den = SliceGaussian()
+    with pytest.raises(ConfigError):
+        DiffusionMBIRGuidance()(den, {"x": truth[:, 0], "observation": {"y": op.forward(truth), "operator": op}})
+    with pytest.raises(ConfigError):
+        DiffusionMBIRGuidance()(den, {"x": truth, "observation": {"y": op.forward(truth)}})
+    with pytest.raises(ConfigError):
+        DiffusionMBIRGuidance(rho=0.0)
