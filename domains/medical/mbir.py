@@ -198,7 +198,7 @@ class ADMMTVz:
         if not torch.is_tensor(x):
             raise TypeError("ADMMTVz acts on a tensor volume [Z, 1, H, W]")
         t = _scalar_t(t_next)
-        if False:
+        if self._last_t is not None and t > self._last_t:
             self.reset()                      # time went back up: a new sampling run
         if self._last_t is None:
             self.runs += 1
