@@ -256,6 +256,14 @@ def test_slice_prior_chunking_does_not_change_the_output() -> None:
         raw = net(x, t)
         net.scale_by_sigma = True
     assert torch.allclose(whole * net.sigma(t).view(-1, 1, 1, 1), raw, atol=1e-5, rtol=1e-4)
+    # the time features see log sigma(t) (NCSN++'s Fourier embedding), with frequencies of std 16
+    seen = []
+    handle = net.unet.time[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    with torch.no_grad():
+        net(x, t)
+    handle.remove()
+    assert torch.allclose(seen[0].double(), net.sigma(t).log(), atol=1e-10)
+    assert 8 < float(net.unet.time[0].weight.std()) < 32
     den = Denoiser(net, PROCESS, prediction="score")
     pred = den(x, t, Euclidean())
     assert torch.allclose(pred.eps, -raw, atol=1e-5, rtol=1e-4)     # eps = -h
