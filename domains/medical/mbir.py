@@ -23,6 +23,7 @@ predictor-corrector, and DDIM / DPM-Solver++ / the PF-ODE for a fast mode).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping
 
 import torch
@@ -37,11 +38,25 @@ from workbench.precond import Prediction
 from workbench.state import State
 
 __all__ = ["SliceDifference", "ADMMTVz", "DiffusionMBIR", "DiffusionMBIRGuidance", "CT_DEFAULTS", "MRI_DEFAULTS",
-           "zero_filled", "admm_tv_3d", "data_residual"]
+           "zero_filled", "admm_tv_3d", "data_residual", "reference_ct_hyperparameters"]
 
 #: the reference's hyperparameters (inverse_problem_solver_AAPM_3d_total.py / ..._BRATS_MRI_3d_total.py)
 CT_DEFAULTS = {"lamb": 0.04, "rho": 10.0, "n_admm": 1, "n_cg": 1, "final_consistency": True}
 MRI_DEFAULTS = {"lamb": 0.005, "rho": 0.01, "n_admm": 1, "n_cg": 1, "final_consistency": False}
+
+
+def reference_ct_hyperparameters(n_views: int, lamb: float = 0.04, rho: float = 10.0) -> dict[str, float]:
+    """``lamb``, ``rho`` for an exact-adjoint projector that reproduce the reference's iterates.
+
+    The reference's ``A^T`` is an unfiltered backprojection scaled by ``c = pi / (2 n_views)``,
+    i.e. about c times the true adjoint; its ADMM then minimises ``c/2 ||A x - y||^2 + lamb
+    ||D_z x||_1`` with penalty rho. Dividing by c gives the same iterates (CG is invariant to
+    scaling its system, the shrinkage threshold lamb / rho is unchanged, the final step's c
+    cancels) with ``lamb / c`` and ``rho / c`` and the exact adjoint. (The image size changes the
+    scale of A^T A further: ray sums grow with the side length, so at 64 px instead of 256 the
+    balance differs again; sweep rho as medical.md (i) says.)"""
+    c = math.pi / (2 * int(n_views))
+    return {"lamb": float(lamb) / c, "rho": float(rho) / c}
 
 
 class SliceDifference:

@@ -351,3 +351,56 @@ def test_factory_checks() -> None:
         DiffusionMBIRGuidance()(den, {"x": truth, "observation": {"y": op.forward(truth)}})
     with pytest.raises(ConfigError):
         DiffusionMBIRGuidance(rho=0.0)
+
+
+# --------------------------------------------------------- reference scaling and the CT projector
+class _ScaledAdjoint:
+    """The reference's convention: ``adjoint`` = c times the true adjoint (its grid_sample
+    backprojection scaled by pi / (2 n_views))."""
+
+    def __init__(self, op, c) -> None:
+        self.op, self.c, self.noise_std = op, c, 0.0
+
+    def forward(self, x):
+        return self.op.forward(x)
+
+    def adjoint(self, y):
+        return self.c * self.op.adjoint(y)
+
+
+def test_reference_scaling_gives_the_same_iterates() -> None:
+    """Bug: the documented translation of the reference's (lamb, rho) to an exact-adjoint
+    operator (divide both by c = pi / (2 n_views)) being wrong: the iterates would differ."""
+    from workbench.domains.medical.mbir import reference_ct_hyperparameters
+
+    op = _fourier(torch.float64)
+    truth = _truth(torch.float64)
+    y = op.forward(truth)
+    g = torch.Generator().manual_seed(6)
+    xs = [truth + 0.3 * torch.randn(truth.shape, generator=g, dtype=torch.float64) for _ in range(3)]
+    hp = reference_ct_hyperparameters(8, lamb=0.04, rho=10.0)
+    ref = ADMMTVz(_ScaledAdjoint(op, torch.pi / 16), y, lamb=0.04, rho=10.0, final_consistency=True, t_end=0.1)
+    ours = ADMMTVz(op, y, **hp, final_consistency=True, t_end=0.1)
+    for t, x in zip((0.9, 0.5, 0.1), xs):
+        assert torch.allclose(ref(x, t), ours(x, t), atol=1e-10)
+    assert torch.allclose(ref.u_z, ours.u_z, atol=1e-12)
+
+
+def test_with_the_ct_projector() -> None:
+    """Bug: the step or the final consistency not working with the CT projector (sinograms
+    shaped differently from the volume), or the analytic baseline not using its FBP."""
+    ct = pytest.importorskip("workbench.operators.ct")
+    op = ct.ParallelBeamCT(16, ct.sparse_view_angles(8))
+    truth = _truth()
+    y = op.forward(truth)
+    assert y.shape[0] == Z
+    assert torch.allclose(zero_filled(op, y), op.fbp(y))
+    g = torch.Generator().manual_seed(7)
+    x = truth + 0.3 * torch.randn(truth.shape, generator=g)
+    hook = ADMMTVz(op, y, lamb=0.04, rho=1.0, final_consistency=True, t_end=PROCESS.t_end)
+    out = hook(x, torch.tensor(0.5))
+    assert data_residual(op, out, y) < data_residual(op, x, y)
+    assert data_residual(op, hook.final_consistency(x), y) < 0.9 * data_residual(op, x, y)   # one SIRT-like step
+    rec = _sample(sample_ddim, ADMMTVz(op, y, lamb=0.04, rho=1.0, final_consistency=True, t_end=PROCESS.t_end),
+                  truth)
+    assert _rmse(rec, truth) < _rmse(zero_filled(op, y), truth)
