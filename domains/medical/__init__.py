@@ -9,8 +9,8 @@ __all__ = ["adapter"]
 
 def adapter(image_size: int = 16, n_slices: int = 8):
     """A small adapter for the conformance test and notebooks: 2-D slices of Shepp-Logan CT phantoms
-    (embedded, no download), a VE process (sigma_max about the data diameter) and a tiny slice prior
-    (``networks.SlicePrior`` when present, else ``workbench.nn.UNet(dims=2)``)."""
+    (embedded, no download), a VE process (sigma_max about the data diameter) and a tiny
+    :class:`~.networks.SlicePrior` (score output, as DiffusionMBIR's NCSN++)."""
     from functools import partial
 
     from workbench.adapter import DomainAdapter
@@ -18,28 +18,12 @@ def adapter(image_size: int = 16, n_slices: int = 8):
 
     from .data import VolumeDataModule
     from .metrics import slice_metrics
+    from .networks import SlicePrior
 
+    sigma_max = float(image_size)
     dm = VolumeDataModule(source="phantom", modality="ct", image_size=image_size, n_slices=n_slices, n_train=2,
                           n_test=1, batch_size=4)
-    return DomainAdapter(
-        datamodule=dm,
-        network=_tiny_network(),
-        metrics=partial(slice_metrics),
-        process=VE(sigma_min=0.01, sigma_max=float(image_size)),
-        prediction="eps",
-    )
-
-
-def _tiny_network():
-    try:
-        from .networks import SlicePrior
-    except ImportError:
-        SlicePrior = None
-    if SlicePrior is not None:
-        try:
-            return SlicePrior(channels=8, channel_mult=(1, 2), num_res_blocks=1)
-        except TypeError:
-            pass
-    from workbench.nn import UNet
-
-    return UNet(in_channels=1, dims=2, channels=8, channel_mult=(1, 2), num_res_blocks=1, groups=4)
+    net = SlicePrior(image_size=image_size, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
+                     mid_attention=False, sigma_min=0.01, sigma_max=sigma_max, groups=4)
+    return DomainAdapter(datamodule=dm, network=net, metrics=partial(slice_metrics),
+                         process=VE(sigma_min=0.01, sigma_max=sigma_max), prediction="score")

@@ -72,49 +72,29 @@ def build_operator(task: str, image_size: int, *, n_views: int = 8, arc: float =
                    n_detectors: int | None = None, mask_kind: str = "uniform1d", acceleration: float = 4.0,
                    center_fraction: float = 0.08, mask_seed: int = 0, noise_std: float = 0.0) -> Any:
     """The forward operator of a task on ``[B, 1, H, W]`` slices: ``sv_ct`` (``n_views`` parallel-beam
-    views over 180 degrees), ``la_ct`` (views every ``angle_step`` degrees over ``[0, arc)``), ``cs_mri``
-    (single-coil Cartesian k-space under a ``mask_kind`` mask, one mask for every slice). The CT
-    projector and MRI masks are imported from :mod:`workbench.operators` when used."""
-    if task in ("sv_ct", "la_ct"):
-        try:
-            from workbench.operators import ParallelBeamCT, limited_angle_angles, sparse_view_angles
-        except ImportError:
-            try:
-                from workbench.operators.ct import ParallelBeamCT, limited_angle_angles, sparse_view_angles
-            except ImportError as e:
-                raise ConfigError(f"config key 'datamodule.task'={task} needs the CT projector "
-                                  "workbench.operators.ParallelBeamCT, which this installation does not have "
-                                  f"({e})") from None
-        angles = sparse_view_angles(n_views) if task == "sv_ct" else limited_angle_angles(arc=arc, step=angle_step)
-        op = ParallelBeamCT(image_size, angles, n_detectors=n_detectors)
-        if noise_std:
-            op.noise_std = float(noise_std)
-        return op
-    if task == "cs_mri":
-        from workbench.operators import FourierSubsample
-
-        mask = _mri_mask(mask_kind, (image_size, image_size), acceleration, center_fraction, mask_seed)
-        return FourierSubsample(mask, noise_std=float(noise_std))
-    raise ConfigError(f"config key 'datamodule.task' must be one of {list(TASKS)} (or null), got {task!r}")
-
-
-def _mri_mask(kind: str, shape: tuple[int, int], acceleration: float, center_fraction: float, seed: int) -> torch.Tensor:
-    fn = None
+    views over 180 degrees, :func:`workbench.operators.sparse_view_angles`), ``la_ct`` (views every
+    ``angle_step`` degrees over ``[0, arc)``, :func:`~workbench.operators.limited_angle_angles`), ``cs_mri``
+    (single-coil Cartesian k-space, :class:`~workbench.operators.FourierSubsample`, under one
+    :func:`~workbench.operators.mri_mask` of ``mask_kind`` shared by every slice). Imported when used."""
+    if task not in TASKS:
+        raise ConfigError(f"config key 'datamodule.task' must be one of {list(TASKS)} (or null), got {task!r}")
     try:
-        from workbench.operators import mri_mask as fn
-    except ImportError:
+        from workbench import operators
+        if task == "cs_mri":
+            from workbench.operators import FourierSubsample, mri_mask
+        else:
+            from workbench.operators import ParallelBeamCT, limited_angle_angles, sparse_view_angles
+    except ImportError as e:
+        raise ConfigError(f"config key 'datamodule.task'={task} needs an operator this installation's "
+                          f"workbench.operators lacks ({e}; it has {sorted(operators.__all__)})") from None
+    if task == "cs_mri":
         try:
-            from workbench.operators.ct import mri_mask as fn
-        except ImportError:
-            fn = None
-    if fn is not None:
-        return fn(kind, shape, acceleration, center_fraction, seed)
-    if kind == "uniform1d":   # random columns + a central band: the core's cartesian_mask is this mask
-        from workbench.operators import cartesian_mask
-
-        return cartesian_mask(shape, acceleration, center_fraction, seed)
-    raise ConfigError(f"config key 'datamodule.mask_kind'={kind} needs workbench.operators.mri_mask, which this "
-                      "installation does not have (uniform1d works without it)")
+            mask = mri_mask(mask_kind, (image_size, image_size), acceleration, center_fraction, mask_seed)
+        except ValueError as e:
+            raise ConfigError(f"config key 'datamodule.mask_kind': {e}") from None
+        return FourierSubsample(mask, noise_std=float(noise_std))
+    angles = sparse_view_angles(n_views) if task == "sv_ct" else limited_angle_angles(arc=arc, step=angle_step)
+    return ParallelBeamCT(image_size, angles, n_detectors=n_detectors, noise_std=float(noise_std))
 
 
 class VolumeDataModule(DomainDataModule):

@@ -158,10 +158,10 @@ def read_volume(path: str | os.PathLike, *, allow_4d_single: bool = True) -> tup
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"truncated or corrupt file ({_one_line(e)})", file=path) from None
     itemsize = np.dtype(hdr.get_data_dtype()).itemsize
-    offset = int(hdr.get_data_offset())
+    offset = int(getattr(img.dataobj, "offset", 0) or hdr.get_data_offset())   # the loaded header's vox_offset is 0
     expected = offset + int(np.prod(shape)) * itemsize
-    # a few trailing bytes occur in real files (the MNI template has 352); a slice's worth or more of
-    # extra data means the dims do not describe the data
+    # trailing bytes shorter than a slice are tolerated (padding); a slice's worth or more of extra
+    # data means the dims do not describe the data
     slack = int(np.prod(shape[:2])) * itemsize
     if size < expected or size - expected >= slack:
         kind = "truncated: " if size < expected else "mislabelled: "
