@@ -1,8 +1,7 @@
 """DiffusionMBIR (domains/medical/mbir.py) and its slice prior (networks.py).
 
 The prior is exact: a Gaussian on 16x16 slices (smooth squared-exponential covariance), its
-posterior mean given by ``workbench.testing.GaussianDenoiser`` on the flattened slices, under a
-VE process. The volume [8, 1, 16, 16] is a batch of 8 slices; the operator is the core's
+posterior mean computed in the covariance's eigenbasis (``SliceGaussian``), under a VE process. The volume [8, 1, 16, 16] is a batch of 8 slices; the operator is the core's
 ``FourierSubsample`` with a different Cartesian mask per slice (under-determined), or a
 ``Mask``. Each test names the bug it guards.
 """
