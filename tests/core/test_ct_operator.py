@@ -126,6 +126,9 @@ def test_fbp_180_views_recovers_phantom(phantom):
     ref = iradon(radon(phantom, angles, circle=False), angles, circle=False, filter_name="ramp")
     p, p_ref = _psnr(rec, phantom), _psnr(ref, phantom)
     assert p > 27.0 and p > p_ref - 0.5, (p, p_ref)
+    # pixel by pixel the same reconstruction as iradon (measured 3e-4 relative, all of it in the corner
+    # pixel; a ramp filter without zero-padding (circular convolution) gives 1e-2)
+    assert np.linalg.norm(rec - ref) / np.linalg.norm(ref) < 2e-3
     # windows trade resolution for less ringing (lower PSNR on a noiseless phantom): same as iradon's
     sino = radon(phantom, angles, circle=False)
     for window in ("shepp-logan", "cosine"):
