@@ -24,11 +24,15 @@ cached per (device, dtype); float32 and float64 both work. ``A`` has about ``2 *
 nonzeros, stored twice (``A`` and ``A^T``) at 12 bytes each in float32: ~25 MB for 256^2 and 8
 views, ~0.6 GB for 256^2 and 180 views. Building takes ~0.3 s for 256^2 and 8 views.
 
-Own code rather than a library: deepinv 0.5 (the best pure-pip option, see
-``shared/reference/medical.md`` (g)) rotates with ``grid_sample``; its adjoint is approximate
-unless ``adjoint_via_backprop=True``, which costs a forward plus a grid_sample backward per call,
-and it pulls in torchvision, torchmetrics, einops, h5py. A sparse matrix is exact, batches over
-any leading dims, runs on CPU or GPU and reproduces skimage's geometry, so no dependency is added.
+Own code rather than a library. deepinv 0.5 (the best pure-pip option, see
+``shared/reference/medical.md`` (g)) rotates with ``grid_sample``. Measured on 2 shared CPU cores,
+``physics.Tomography(img_width=64, circle=False)``, float32, a batch ``[48, 1, 64, 64]``:
+its default adjoint is approximate (``check_adjoint`` 2.6e-4 at 8 views, 8e-5 at 90);
+``adjoint_via_backprop=True`` is exact (2e-9, the float32 floor) but took 80 / 900 ms per adjoint
+at 8 / 90 views against 2 / 47 ms here (forward 14-84 / 380-400 ms against 2 / 48 ms). It also
+needs torchvision, einops, natsort and h5py, which the project does not have. This sparse matrix
+is exact (~1e-17 in float64), batches over any leading dims, runs on CPU or GPU and reproduces
+skimage's geometry, so no dependency is added.
 
 ``fbp`` is filtered back-projection as in ``skimage.transform.iradon``: the sinogram is filtered
 along the detector with the Ram-Lak ramp (optionally windowed: ``shepp-logan``, ``cosine``,
