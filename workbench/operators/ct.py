@@ -89,12 +89,32 @@ def ramp_filter(size: int, window: str = "ramp", dtype: torch.dtype = torch.floa
     return resp.to(dtype)
 
 
-def _csr(rows: Tensor, cols: Tensor, vals: Tensor, shape: tuple[int, int]) -> Tensor:
-    """CSR matrix from COO triplets (duplicates summed)."""
-    coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, shape, check_invariants=False).coalesce()
+def _csr_sorted(rows: Tensor, cols: Tensor, vals: Tensor, shape: tuple[int, int]) -> Tensor:
+    """CSR matrix from triplets already sorted by row (and by column within a row), no duplicates.
+
+    Indices are int32 when they fit (half the memory of int64; ``torch.sparse.mm`` takes both).
+    """
+    n_rows = shape[0]
+    crow = torch.zeros(n_rows + 1, dtype=torch.int64)
+    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n_rows), 0)
+    itype = torch.int32 if max(shape) < 2 ** 31 and vals.numel() < 2 ** 31 else torch.int64
     with warnings.catch_warnings():  # "sparse CSR support is in beta" (torch 2.x), once per process
         warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
-        return coo.to_sparse_csr()
+        return torch.sparse_csr_tensor(crow.to(itype), cols.to(itype), vals, shape, check_invariants=False)
+
+
+def _csr_transpose(m: Tensor) -> Tensor:
+    """The transpose of a CSR matrix, in CSR (a stable sort by column keeps rows ascending)."""
+    crow, cols, vals = m.crow_indices().long(), m.col_indices().long(), m.values()
+    rows = torch.repeat_interleave(torch.arange(m.shape[0]), crow.diff())
+    order = torch.sort(cols, stable=True).indices
+    return _csr_sorted(cols[order], rows[order], vals[order], (m.shape[1], m.shape[0]))
+
+
+def _sum_duplicates(keys: Tensor, vals: Tensor) -> tuple[Tensor, Tensor]:
+    """Sorted unique ``keys`` and the sums of ``vals`` over each."""
+    uniq, inv = torch.unique(keys, sorted=True, return_inverse=True)
+    return uniq, torch.zeros(uniq.numel(), dtype=vals.dtype).index_add_(0, inv, vals)
 
 
 class _SparseApply(torch.autograd.Function):
@@ -163,27 +183,37 @@ class ParallelBeamCT(LinearOperator):
             reach = int(math.ceil(0.5 * math.hypot(H, W))) + 2
             s = torch.arange(-reach, reach + 1, dtype=torch.float64)          # samples along a ray
             t = torch.arange(D, dtype=torch.float64) - D // 2                # detector offsets
+            n_in = H * W
+            theta = torch.deg2rad(self.angles)
+            chunk = max(1, (1 << 22) // (D * s.numel()))                    # ~4M ray samples at a time
             rows_all, cols_all, vals_all = [], [], []
-            for a, theta in enumerate(torch.deg2rad(self.angles).tolist()):
-                c, sn = math.cos(theta), math.sin(theta)
-                col = cx + t[:, None] * c + s[None, :] * sn                  # [D, S]
-                row = cy - t[:, None] * sn + s[None, :] * c
-                ray = (a * D + torch.arange(D)).view(D, 1).expand_as(col)
+            for a0 in range(0, self.n_angles, chunk):
+                th = theta[a0:a0 + chunk].view(-1, 1, 1)
+                cos, sin = torch.cos(th), torch.sin(th)
+                col = cx + t.view(1, -1, 1) * cos + s.view(1, 1, -1) * sin     # [n, D, S]
+                row = cy - t.view(1, -1, 1) * sin + s.view(1, 1, -1) * cos
+                ray = (a0 * D + torch.arange(th.shape[0] * D)).view(-1, D, 1).expand_as(col)
                 keep = (row > -1) & (row < H) & (col > -1) & (col < W)
                 col, row, ray = col[keep], row[keep], ray[keep]
                 r0, c0 = torch.floor(row), torch.floor(col)
                 fr, fc = row - r0, col - c0
                 r0, c0 = r0.long(), c0.long()
+                keys, weights = [], []
                 for dr, dc, w in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc),
                                   (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
                     rr, cc = r0 + dr, c0 + dc
                     ok = (rr >= 0) & (rr < H) & (cc >= 0) & (cc < W) & (w > 0)
-                    rows_all.append(ray[ok])
-                    cols_all.append(rr[ok] * W + cc[ok])
-                    vals_all.append(w[ok])
-            rows, cols, vals = torch.cat(rows_all), torch.cat(cols_all), torch.cat(vals_all)
-            n_out, n_in = self.n_angles * D, H * W
-            self._base = (_csr(rows, cols, vals, (n_out, n_in)), _csr(cols, rows, vals, (n_in, n_out)))
+                    keys.append(ray[ok] * n_in + rr[ok] * W + cc[ok])
+                    weights.append(w[ok])
+                # one ray meets a pixel at up to two samples: sum them; keys sort by (ray, pixel)
+                key, val = _sum_duplicates(torch.cat(keys), torch.cat(weights))
+                rows_all.append(key // n_in)
+                cols_all.append(key % n_in)
+                vals_all.append(val)
+            a_mat = _csr_sorted(torch.cat(rows_all), torch.cat(cols_all), torch.cat(vals_all),
+                                (self.n_angles * D, n_in))
+            del rows_all, cols_all, vals_all
+            self._base = (a_mat, _csr_transpose(a_mat))
         return self._base
 
     def _matrices(self, like: Tensor) -> tuple[Tensor, Tensor]:
@@ -232,21 +262,26 @@ class ParallelBeamCT(LinearOperator):
                 H, W, D = self.height, self.width, self.n_detectors
                 r = torch.arange(H, dtype=torch.float64).view(H, 1) - H // 2
                 c = torch.arange(W, dtype=torch.float64).view(1, W) - W // 2
-                pix = torch.arange(H * W).view(H, W)
+                pix = torch.arange(H * W)
+                theta = torch.deg2rad(self.angles)
+                chunk = max(1, (1 << 22) // (H * W))
                 rows_all, cols_all, vals_all = [], [], []
-                for a, theta in enumerate(torch.deg2rad(self.angles).tolist()):
-                    k = (c * math.cos(theta) - r * math.sin(theta) + D // 2).flatten()
+                for a0 in range(0, self.n_angles, chunk):
+                    th = theta[a0:a0 + chunk].view(-1, 1, 1)
+                    k = (c * torch.cos(th) - r * torch.sin(th) + D // 2).flatten(1)   # [n, H * W]
                     k0 = torch.floor(k)
                     f = k - k0
-                    k0 = k0.long()
+                    k0 = k0.long() + (a0 + torch.arange(th.shape[0])).view(-1, 1) * D
+                    lo = (torch.arange(th.shape[0]).view(-1, 1) + a0) * D
                     for dk, w in ((0, 1 - f), (1, f)):
                         kk = k0 + dk
-                        ok = (kk >= 0) & (kk < D) & (w > 0)
-                        rows_all.append(pix.flatten()[ok])
-                        cols_all.append(a * D + kk[ok])
+                        ok = (kk >= lo) & (kk < lo + D) & (w > 0)
+                        rows_all.append(pix.expand_as(kk)[ok])
+                        cols_all.append(kk[ok])
                         vals_all.append(w[ok])
-                self._bp_base = _csr(torch.cat(rows_all), torch.cat(cols_all), torch.cat(vals_all),
-                                     (H * W, self.n_angles * D))
+                rows, cols, vals = torch.cat(rows_all), torch.cat(cols_all), torch.cat(vals_all)
+                order = torch.sort(rows * (self.n_angles * D) + cols).indices   # by pixel, then (angle, bin)
+                self._bp_base = _csr_sorted(rows[order], cols[order], vals[order], (H * W, self.n_angles * D))
             self._fbp_cache[key] = self._bp_base.to(device=like.device, dtype=like.dtype)
         return self._fbp_cache[key]
 
