@@ -365,8 +365,8 @@ class VolumeDataModule(DomainDataModule):
             s = len(x) // total
             z = self._observed[0][0]
             volume = x.reshape(total, s, *x.shape[1:])[:z, 0]
-            return plot_samples(path, truth=truth, volume=volume)
-        return plot_samples(path, truth=truth, slices=x)
+            return plot_samples(path, truth=truth, volume=volume, zooms=self.test_volumes[0]["meta"]["zooms"])
+        return plot_samples(path, truth=truth, slices=x, zooms=self.test_volumes[0]["meta"]["zooms"])
 
 
 def _shift_z(k: int) -> np.ndarray:
