@@ -9,7 +9,9 @@
 * :func:`slice_metrics`: unconditional samples of the slice prior against reference slices
   (intensity statistics and histogram distance).
 
-Identical slices have an infinite PSNR (and SSIM 1): a view's mean is then ``inf``.
+A slice reproduced exactly has an infinite PSNR (and SSIM 1): it is left out of that view's PSNR mean
+(e.g. an all-air end slice that FBP returns as exact zeros would otherwise make the mean ``inf``); a
+view whose slices are all exact has PSNR ``inf``. SSIM averages over every slice.
 """
 from __future__ import annotations
 
@@ -57,7 +59,8 @@ def _ssim_window(shape: tuple[int, int]) -> int:
 
 def volume_metrics(pred: Any, truth: Any, data_range: float = 1.0) -> dict[str, float]:
     """``psnr_{axial,coronal,sagittal}`` and ``ssim_{...}`` of ``pred`` against ``truth`` (both ``[Z, H, W]``),
-    each the mean over that view's slices of skimage's per-slice value with ``data_range``."""
+    each the mean over that view's slices of skimage's per-slice value with ``data_range`` (PSNR: over
+    the slices not reproduced exactly; ``inf`` when all are)."""
     psnr, ssim = _skimage_metrics()
     p, t = _as_stack(pred), _as_stack(truth)
     if p.shape != t.shape:
@@ -70,7 +73,9 @@ def volume_metrics(pred: Any, truth: Any, data_range: float = 1.0) -> dict[str, 
         win = _ssim_window(ps.shape[1:])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)   # divide by zero: identical slices, PSNR inf
-            out[f"psnr_{view}"] = float(np.mean([psnr(b, a, data_range=data_range) for a, b in zip(ps, ts)]))
+            vals = np.asarray([psnr(b, a, data_range=data_range) for a, b in zip(ps, ts)])
+        finite = np.isfinite(vals)
+        out[f"psnr_{view}"] = float(vals[finite].mean()) if finite.any() else float("inf")
         out[f"ssim_{view}"] = float(np.mean([ssim(b, a, data_range=data_range, win_size=win)
                                              for a, b in zip(ps, ts)]))
     return out

@@ -56,6 +56,17 @@ def test_identical_volumes_give_inf_psnr_and_unit_ssim() -> None:
     assert volume_metrics(v.unsqueeze(1), v.unsqueeze(1)) == m       # [Z, 1, H, W] accepted
 
 
+def test_exact_slices_are_left_out_of_the_psnr_mean() -> None:
+    """An exactly reproduced (e.g. all-air) axial slice would make the mean inf: it is left out, the
+    other slices' PSNRs are averaged; SSIM counts it as 1."""
+    t = _volume().double()
+    p = t + 0.01
+    p[0] = t[0]
+    m = volume_metrics(p, t, data_range=1.0)
+    assert m["psnr_axial"] == pytest.approx(40.0, abs=1e-6)
+    assert volume_metrics(t + 0.01, t)["ssim_axial"] < m["ssim_axial"] < 1.0
+
+
 def test_known_noise_psnr_matches_the_formula() -> None:
     t = _volume()
     g = torch.Generator().manual_seed(1)
