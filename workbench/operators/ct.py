@@ -21,15 +21,16 @@ float rounding (the grid_sample back-projection of DiffusionMBIR's ``physics/rad
 deepinv's default ``Tomography`` is only an approximate adjoint). ``forward`` is differentiable
 (its backward is the adjoint and vice versa), so DPS can take gradients through it. Matrices are
 cached per (device, dtype); float32 and float64 both work. ``A`` has about ``2 * n_angles * H * W``
-nonzeros, stored twice (``A`` and ``A^T``) at 12 bytes each in float32: ~25 MB for 256^2 and 8
-views, ~0.6 GB for 256^2 and 180 views. Building takes ~0.3 s for 256^2 and 8 views.
+nonzeros (int32 indices), stored as ``A`` and ``A^T``: ~17 MB in float32 for 256^2 and 8 views
+(built in 0.1 s), ~0.4 GB for 256^2 and 180 views (built in ~6 s, ~2.5 GB peak while building),
+plus the float64 master copy the per-dtype copies are made from.
 
 Own code rather than a library. deepinv 0.5 (the best pure-pip option, see
-``shared/reference/medical.md`` (g)) rotates with ``grid_sample``. Measured on 2 shared CPU cores,
-``physics.Tomography(img_width=64, circle=False)``, float32, a batch ``[48, 1, 64, 64]``:
-its default adjoint is approximate (``check_adjoint`` 2.6e-4 at 8 views, 8e-5 at 90);
-``adjoint_via_backprop=True`` is exact (2e-9, the float32 floor) but took 80 / 900 ms per adjoint
-at 8 / 90 views against 2 / 47 ms here (forward 14-84 / 380-400 ms against 2 / 48 ms). It also
+``shared/reference/medical.md`` (g)) rotates with ``grid_sample``. Measured on 2 CPU cores,
+``physics.Tomography(img_width=64, circle=False)``, float32, a batch ``[48, 1, 64, 64]``, 8 / 90
+views: its default adjoint is approximate (``check_adjoint`` 2.6e-4 / 8e-5);
+``adjoint_via_backprop=True`` is exact (2e-9, the float32 floor) at 18 / 243 ms per adjoint and
+8 / 92 ms per forward, against 0.3 / 4 ms and 0.5 / 5 ms here (float64 here: 1 / 8 ms). It also
 needs torchvision, einops, natsort and h5py, which the project does not have. This sparse matrix
 is exact (~1e-17 in float64), batches over any leading dims, runs on CPU or GPU and reproduces
 skimage's geometry, so no dependency is added.
@@ -38,7 +39,7 @@ skimage's geometry, so no dependency is added.
 along the detector with the Ram-Lak ramp (optionally windowed: ``shepp-logan``, ``cosine``,
 ``hann``), zero-padded to avoid wrap-around, then back-projected pixel by pixel with linear
 interpolation along the detector and scaled by ``pi / n_angles``. (The pixel-driven
-back-projector is not ``A^T``; it is the better interpolator for FBP.)
+back-projector is not ``A^T``; with it ``fbp`` reproduces ``iradon``.)
 """
 from __future__ import annotations
 
