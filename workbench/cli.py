@@ -41,7 +41,7 @@ ENV_TINY = "WORKBENCH_TINY"
 #: top-level module -> the extra of ``pyproject.toml`` that installs it
 EXTRAS = {
     "rdkit": "graphs", "torch_geometric": "graphs", "networkx": "graphs", "fcd_torch": "graphs",
-    "pandas": "timeseries", "sklearn": "timeseries", "nibabel": "medical", "segyio": "seismic",
+    "pandas": "timeseries", "sklearn": "timeseries", "nibabel": "medical", "skimage": "medical", "pydicom": "medical", "segyio": "seismic",
     "pymatgen": "crystals", "smact": "crystals", "pywt": "pde", "xarray": "pde", "netCDF4": "pde",
     "tensorboard": "all",
 }

@@ -403,3 +403,20 @@ def test_with_the_ct_projector() -> None:
     rec = _sample(sample_ddim, ADMMTVz(op, y, lamb=0.04, rho=1.0, final_consistency=True, t_end=PROCESS.t_end),
                   truth)
     assert _rmse(rec, truth) < _rmse(zero_filled(op, y), truth)
+
+
+def test_guidance_reads_ct_weights_in_the_reference_units() -> None:
+    """Guards the reference's CT setting (lamb 0.04, rho 10, tuned with an A^T that is pi / (2 n)
+    times the exact adjoint) being used unconverted with the exact-adjoint ParallelBeamCT."""
+    import math
+
+    from workbench.domains.medical.mbir import DiffusionMBIRGuidance
+    from workbench.operators import FourierSubsample, ParallelBeamCT, mri_mask, sparse_view_angles
+
+    g = DiffusionMBIRGuidance(reference_scaling=True)
+    lamb, rho = g.weights(ParallelBeamCT(16, sparse_view_angles(8)))
+    c = math.pi / 16
+    assert math.isclose(lamb, 0.04 / c) and math.isclose(rho, 10.0 / c)
+    mri = FourierSubsample(mri_mask("uniform1d", (16, 16), 4.0, seed=0))
+    assert g.weights(mri) == (0.04, 10.0)
+    assert DiffusionMBIRGuidance().weights(ParallelBeamCT(16, sparse_view_angles(8))) == (0.04, 10.0)
