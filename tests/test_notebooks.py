@@ -38,6 +38,66 @@ assert torch.equal(adj, adj.transpose(1, 2)) and (adj * pad[:, :, None]).abs().m
 assert all(g.number_of_nodes() <= n for g, n in zip(results["DPM-Solver++ (50 steps)"], template["mask"].sum(1)))
 assert all(math.isfinite(v) for v in m.values()), m
 """,
+    "medical_reconstruction.ipynb": """
+import math
+
+from workbench.domains.medical.io import stack_to_volume
+
+cases = {"ct": (ct_cfg, ct_dm, ct_truth, ct_op, ct_y, ct_recons, ct_post, ct_table, "FBP"),
+         "mri": (mri_cfg, mri_dm, mri_truth, mri_op, mri_y, mri_recons, mri_post, mri_table, "zero-filled")}
+for task, (cfg_, dm_, truth_, op_, y_, recons_, post_, table_, base) in cases.items():
+    test_volume = dm_.test_volumes[0]
+    Z, size = test_volume["stack"].shape[0], int(cfg_.datamodule.image_size)
+    # the truth is the held-out test volume and y = A(truth) (noiseless)
+    assert torch.equal(truth_, test_volume["stack"]) and truth_.shape == (Z, 1, size, size), (task, truth_.shape)
+    assert data_residual(op_, truth_, y_) < 1e-5, task
+    # every reconstruction is volume-shaped and finite; the three views have the truth's shapes
+    assert list(recons_) == [base, "slice-wise diffusion (no z-TV)", "DiffusionMBIR (one sample)",
+                             f"DiffusionMBIR (mean of {N_RECON})"], list(recons_)
+    views = {k: v.shape for k, v in orthogonal_views(truth_).items()}
+    assert views == {"axial": (size, size), "coronal": (Z, size), "sagittal": (Z, size)}, views
+    for name, x in recons_.items():
+        assert x.shape == truth_.shape and torch.isfinite(x).all(), (task, name)
+        assert {k: v.shape for k, v in orthogonal_views(x).items()} == views, (task, name)
+    # N_RECON >= 2 reconstructions; the one shown is their mean; the std is theirs, non-negative, volume-shaped
+    assert N_RECON >= 2 and post_.samples.shape == (N_RECON, *truth_.shape)
+    assert torch.allclose(recons_[f"DiffusionMBIR (mean of {N_RECON})"], post_.samples.mean(0))
+    assert torch.equal(recons_["DiffusionMBIR (one sample)"], post_.samples[0])
+    assert post_.std.shape == truth_.shape and (post_.std >= 0).all() and float(post_.std.max()) > 0, task
+    assert torch.allclose(post_.std, post_.samples.std(0), atol=1e-6), task
+    # the printed table: finite, and the metrics of the reconstructions it names
+    assert set(table_) == set(recons_)
+    for name, x in recons_.items():
+        row = table_[name]
+        assert all(math.isfinite(v) for v in row.values()), (task, name, row)
+        assert abs(row["residual"] - data_residual(op_, x, y_)) < 1e-6, (task, name)
+        again = volume_metrics(x, truth_, data_range=1.0)
+        assert all(abs(row[k] - again[k]) < 1e-9 for k in again), (task, name)
+    # DiffusionMBIR fits the measurements: every reconstruction's residual well below the baseline's
+    for s in post_.samples:
+        assert data_residual(op_, s, y_) < 0.5 * table_[base]["residual"], (task, data_residual(op_, s, y_), table_[base])
+    # NIfTI: the input volume's affine, bit for bit as NIfTI-1 stores it (float32; the phantoms' affines are
+    # float32-exact, so for them it is the input itself), on the mean and the std; values in physical units
+    affine = np.asarray(test_volume["meta"]["affine"], dtype=np.float64).astype(np.float32).astype(np.float64)
+    if cfg_.datamodule.source == "phantom":
+        assert np.array_equal(affine, test_volume["meta"]["affine"]), task
+    lo, hi = float(test_volume["intensity"]["lo"]), float(test_volume["intensity"]["hi"])
+    mean_img, std_img = nib.load(written[task][0]), nib.load(written[task][1])
+    assert np.array_equal(mean_img.affine, affine) and np.array_equal(std_img.affine, affine), (task, mean_img.affine, affine)
+    assert mean_img.shape == std_img.shape == (size, size, Z), mean_img.shape
+    assert np.allclose(mean_img.get_fdata(), (stack_to_volume(post_.mean).double() * (hi - lo) + lo).numpy(),
+                       rtol=1e-5, atol=1e-5 * (hi - lo)), task
+    std_file = std_img.get_fdata()
+    assert (std_file >= 0).all() and np.allclose(std_file, (stack_to_volume(post_.std).double() * (hi - lo)).numpy(),
+                                                 rtol=1e-5, atol=1e-5 * (hi - lo)), task
+# CT ends every sample with the final consistency step x + A^T (y - A x) / (A^T A 1), MRI (reference) does not;
+# on the non-negative CT projector that step never increases the data residual
+assert ct_cfg.guidance.final_consistency and not mri_cfg.guidance.final_consistency
+hook = instantiate(ct_cfg.guidance).hook(ct_op, ct_y, None)
+for name in ("FBP", "slice-wise diffusion (no z-TV)"):
+    x = ct_recons[name]
+    assert data_residual(ct_op, hook.final_consistency(x), ct_y) <= data_residual(ct_op, x, ct_y) * (1 + 1e-5), name
+""",
     "timeseries.ipynb": """
 P = dm.prediction_length
 assert "TSDiff-Q" in forecasts and "seasonal naive" in forecasts
