@@ -60,7 +60,9 @@ def resample_volume(volume: torch.Tensor, meta: dict[str, Any], shape: tuple[int
     s = old / new
     m = np.diag(list(s) + [1.0])
     m[:3, 3] = 0.5 * s - 0.5
-    aff = np.asarray(meta["affine"], dtype=np.float64) @ m
+    # NIfTI-1 stores the affine in float32: round it here, so the affine in memory is the one a
+    # written file reads back bit for bit
+    aff = (np.asarray(meta["affine"], dtype=np.float64) @ m).astype(np.float32).astype(np.float64)
     rec = dict(meta)
     rec["affine"] = aff
     rec["zooms"] = tuple(float(z) for z in np.sqrt((aff[:3, :3] ** 2).sum(0)))
