@@ -26,11 +26,16 @@ def _cases():
         for name, (fn, file) in mod.TABLES.items():
             out[(ROOT / "README.md", name)] = lambda fn=fn, file=file: fn(
                 json.loads((ROOT / "benchmarks" / "results" / file).read_text()))
+    medical = importlib.import_module("medical_reconstruction")
+    for name, (fn, file) in medical.TABLES.items():
+        out[(medical.README, name)] = lambda fn=fn, file=file: fn(
+            json.loads((ROOT / "benchmarks" / "results" / file).read_text()))
     return out
 
 
 CASES = _cases()
-READMES = [ROOT / "README.md", ROOT / "domains" / "graphs" / "README.md", ROOT / "domains" / "timeseries" / "README.md"]
+READMES = [ROOT / "README.md", ROOT / "domains" / "graphs" / "README.md", ROOT / "domains" / "timeseries" / "README.md",
+           ROOT / "domains" / "medical" / "README.md"]
 
 
 def test_every_marked_table_has_a_renderer() -> None:
