@@ -59,8 +59,13 @@ def _ssim_window(shape: tuple[int, int]) -> int:
 
 def volume_metrics(pred: Any, truth: Any, data_range: float = 1.0) -> dict[str, float]:
     """``psnr_{axial,coronal,sagittal}`` and ``ssim_{...}`` of ``pred`` against ``truth`` (both ``[Z, H, W]``),
-    each the mean over that view's slices of skimage's per-slice value with ``data_range`` (PSNR: over
-    the slices not reproduced exactly; ``inf`` when all are)."""
+    each the mean over that view's slices of skimage's per-slice value with ``data_range``.
+
+    Slices whose truth is constant (all air, say, at the ends of a phantom) are left out of both
+    means (when a view has any other slice): a method that keeps them near zero would score
+    ~150 dB there and dominate the mean (a zero-filled MRI read 41.7 dB coronal against 17.4 dB
+    over the other slices). PSNR is also taken over the slices not reproduced exactly (``inf``
+    when all are)."""
     psnr, ssim = _skimage_metrics()
     p, t = _as_stack(pred), _as_stack(truth)
     if p.shape != t.shape:
@@ -70,6 +75,10 @@ def volume_metrics(pred: Any, truth: Any, data_range: float = 1.0) -> dict[str, 
     out: dict[str, float] = {}
     for view, axis in VIEWS.items():
         ps, ts = np.moveaxis(p, axis, 0), np.moveaxis(t, axis, 0)
+        flat = ts.reshape(len(ts), -1)
+        keep = flat.max(1) > flat.min(1)
+        if keep.any():
+            ps, ts = ps[keep], ts[keep]
         win = _ssim_window(ps.shape[1:])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)   # divide by zero: identical slices, PSNR inf
