@@ -34,6 +34,7 @@ from workbench.geometry import Geometry
 from workbench.guidance.base import DenoiserWrapper
 from workbench.guidance.factory import GuidanceFactory, observation_of
 from workbench.operators import admm_tv, conjugate_gradient, soft_threshold
+from workbench.operators.linear import diff_adjoint
 from workbench.precond import Prediction
 from workbench.state import State
 
@@ -82,12 +83,7 @@ class SliceDifference:
     def adjoint(self, w: Tensor) -> Tensor:
         if self.periodic:
             return torch.roll(w, 1, self.axis) - w
-        shape = list(w.shape)
-        shape[self.axis] = 1
-        z = w.new_zeros(shape)
-        wp = torch.cat([z, w, z], dim=self.axis)
-        n = wp.shape[self.axis]
-        return wp.narrow(self.axis, 0, n - 1) - wp.narrow(self.axis, 1, n - 1)
+        return diff_adjoint(w, self.axis)
 
 
 def _scalar_t(t: Any) -> float:

@@ -149,9 +149,15 @@ class FiniteDifference(LinearOperator):
         return torch.diff(x, dim=self.axis)
 
     def adjoint(self, y: Tensor) -> Tensor:
-        shape = list(y.shape)
-        shape[self.axis] = 1
-        z = y.new_zeros(shape)
-        yp = torch.cat([z, y, z], dim=self.axis)
-        n = yp.shape[self.axis]
-        return yp.narrow(self.axis, 0, n - 1) - yp.narrow(self.axis, 1, n - 1)
+        return diff_adjoint(y, self.axis)
+
+
+def diff_adjoint(y: Tensor, axis: int) -> Tensor:
+    """Adjoint of ``torch.diff(x, dim=axis)`` (forward differences without a boundary term):
+    ``(D^T y)_i = y_{i-1} - y_i`` with ``y_{-1} = y_{n-1} = 0``, one longer along ``axis``."""
+    shape = list(y.shape)
+    shape[axis] = 1
+    z = y.new_zeros(shape)
+    yp = torch.cat([z, y, z], dim=axis)
+    n = yp.shape[axis]
+    return yp.narrow(axis, 0, n - 1) - yp.narrow(axis, 1, n - 1)
