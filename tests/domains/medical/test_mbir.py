@@ -24,7 +24,7 @@ from workbench.samplers.common import sampler_grid
 from workbench.precond import Prediction
 
 from workbench.domains.medical.mbir import (MRI_DEFAULTS, ADMMTVz, DiffusionMBIRGuidance, SliceDifference,
-                                            admm_tv_3d, data_residual, zero_filled)
+                                            StackedDifference, admm_tv_3d, data_residual, zero_filled)
 from workbench.domains.medical.networks import SlicePrior
 
 Z, H = 8, 16
@@ -151,6 +151,45 @@ def test_one_admm_step_is_the_closed_form_of_its_subproblems() -> None:
     r = b - h.normal(x0)
     x1 = x0 + (r * r).sum() / (r * h.normal(r)).sum() * r
     assert _rmse(primed(1)(x0, 0.5), x1) < 1e-12
+
+
+@pytest.mark.parametrize("periodic", [True, False])
+def test_all_axes_tv_difference_is_stacked_and_its_adjoint_exact(periodic) -> None:
+    """Bug: the all-axes variant's D^T summing only the z part, a wrong roll direction along h / w,
+    or the Neumann parts not padded back to x's shape (then no stack)."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 1, 5, 6, generator=g, dtype=torch.float64)
+    w = torch.randn(3, 4, 1, 5, 6, generator=g, dtype=torch.float64)
+    d = StackedDifference((0, -2, -1), periodic)
+    dx = d.forward(x)
+    assert dx.shape == (3, 4, 1, 5, 6)
+    if periodic:   # (D_h x)[.., i, :] = x[.., i+1, :] - x[.., i, :], wrapping
+        assert torch.equal(dx[1, :, :, :-1], x[:, :, 1:] - x[:, :, :-1])
+        assert torch.equal(dx[1, :, :, -1], x[:, :, 0] - x[:, :, -1])
+        assert torch.equal(dx[2, ..., -1], x[..., 0] - x[..., -1])
+    else:
+        assert torch.equal(dx[2, ..., :-1], x[..., 1:] - x[..., :-1]) and not dx[2, ..., -1].any()
+    assert abs(float((dx * w).sum() - (x * d.adjoint(w)).sum())) < 1e-12
+
+
+def test_all_axes_admm_step_regularises_in_plane_too() -> None:
+    """Bug: ``tv_axes="zhw"`` silently running the z-only step (a volume constant along z but
+    varying in plane has D_z x = 0, so only the all-axes normal operator sees its TV term), or its
+    x-update using another operator than A^T A + rho (D_z^T D_z + D_h^T D_h + D_w^T D_w)."""
+    op = _fourier(torch.float64, z=4, h=8)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 1, 8, 8, generator=g, dtype=torch.float64).expand(4, 1, 8, 8).clone()
+    y = op.forward(x)
+    rho = 0.7
+    z_only, all_axes = (ADMMTVz(op, y, rho=rho, tv_axes=a) for a in ("z", "zhw"))
+    ata = op.adjoint(op.forward(x))
+    assert torch.allclose(z_only.normal(x), ata, atol=1e-12)
+    lap = sum(torch.roll(x, 1, a) - 2 * x + torch.roll(x, -1, a) for a in (0, 2, 3))   # -D^T D x, periodic
+    assert torch.allclose(all_axes.normal(x), ata - rho * lap, atol=1e-12)
+    all_axes(x + 0.1 * torch.randn(x.shape, generator=g, dtype=torch.float64), 0.5)
+    assert all_axes.del_z.shape == (3, 4, 1, 8, 8) and all_axes.u_z.shape == (3, 4, 1, 8, 8)
+    with pytest.raises(ConfigError, match="tv_axes"):
+        DiffusionMBIRGuidance(tv_axes="zq")
 
 
 # -------------------------------------------------------------------------- (b) persistence
