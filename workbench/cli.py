@@ -217,17 +217,25 @@ def choose_threads(requested: Any = None) -> tuple[int, str]:
 
 
 @contextlib.contextmanager
-def _threads(cfg: Any) -> Iterator[tuple[int, str]]:
-    """Set torch's threads for the block (see :func:`choose_threads`), then restore them."""
+def torch_threads(requested: Any = None) -> Iterator[tuple[int, str]]:
+    """``with torch_threads() as (n, why):`` torch's intra-op threads set for the block as
+    :func:`choose_threads` picks them (``requested``, else ``OMP_NUM_THREADS``, else the idle
+    cores), and restored afterwards, also when the block raises (for notebooks and scripts: the
+    CLI's commands do this themselves)."""
     import torch
 
-    n, why = choose_threads(cfg.get("threads") if hasattr(cfg, "get") else None)
+    n, why = choose_threads(requested)
     old = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
         yield n, why
     finally:
         torch.set_num_threads(old)
+
+
+def _threads(cfg: Any) -> contextlib.AbstractContextManager[tuple[int, str]]:
+    """:func:`torch_threads` with the config's ``threads`` key."""
+    return torch_threads(cfg.get("threads") if hasattr(cfg, "get") else None)
 
 
 @contextlib.contextmanager

@@ -67,3 +67,16 @@ def test_threads_are_chosen_applied_recorded_and_restored(tmp_path: Path, monkey
     assert cli.choose_threads() == (1, "OMP_NUM_THREADS")
     with pytest.raises(cli.ConfigError, match="'threads'"):
         cli.choose_threads(0)
+
+
+def test_torch_threads_context_restores_even_on_error() -> None:
+    """Bug: the public ``torch_threads`` leaving torch at the block's thread count (a notebook cell that
+    raises would then run every later cell single-threaded), or ignoring the requested count."""
+    before = torch.get_num_threads()
+    with cli.torch_threads(1) as (n, why):
+        assert n == 1 and torch.get_num_threads() == 1 and why == "config key threads"
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="boom"):
+        with cli.torch_threads(1):
+            raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
