@@ -42,7 +42,10 @@ class GaussianDenoiser(nn.Module):
         xf = x.double().flatten(1)
         m = a[:, :, None] * self.cov * a[:, None, :] + torch.diag_embed(s * s)      # [B, d, d]
         r = xf - a * self.mean
-        sol = torch.linalg.solve(m, r.unsqueeze(-1)).squeeze(-1)                # [B, d]
+        # m is SPD: Cholesky, not LU (batched LU solves of 256x256 systems tripped an MKL pivot error,
+        # "DLASWP parameter 6", under 2 torch threads)
+        chol = torch.linalg.cholesky(m)
+        sol = torch.cholesky_solve(r.unsqueeze(-1), chol).squeeze(-1)            # [B, d]
         x0 = self.mean + (a * sol) @ self.cov.T
         eps = (xf - a * x0) / s
         return Prediction(x0.reshape(x.shape).to(x.dtype), eps.reshape(x.shape).to(x.dtype), coef)

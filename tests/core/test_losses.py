@@ -156,3 +156,31 @@ def test_flow_matching_needs_velocity() -> None:
     out = FlowMatching()(Denoiser(_Lin(2), LinearInterpolant(), prediction="velocity"), torch.randn(4, 2),
                          geometry=Euclidean())
     assert out.loss.shape == (4,)
+
+
+def test_gaussian_denoiser_solves_large_batches_under_two_threads() -> None:
+    """Bug: ``GaussianDenoiser`` through batched LU (``torch.linalg.solve``): MKL's pivot error
+    ("DLASWP parameter 6") on a batch of 256 x 256 systems under 2 torch threads. Checked against
+    the same posterior mean in the covariance's eigenbasis (VE: alpha = 1)."""
+    from workbench.geometry import Euclidean
+    from workbench.processes import VE
+    from workbench.testing import GaussianDenoiser
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        h = 16
+        ii, jj = torch.meshgrid(torch.arange(h), torch.arange(h), indexing="ij")
+        pts = torch.stack([ii.flatten(), jj.flatten()], 1).double()
+        cov = 0.05 * torch.exp(-((pts[:, None] - pts[None]) ** 2).sum(-1) / 18) + 1e-4 * torch.eye(h * h, dtype=torch.float64)
+        mean = 0.5 * torch.ones(h * h, dtype=torch.float64)
+        process = VE(sigma_min=0.01, sigma_max=10.0)
+        x = torch.randn(8, 1, h, h, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        t = torch.linspace(0.05, 1.0, 8, dtype=torch.float64)
+        x0 = GaussianDenoiser(process, mean, cov)(x, t, Euclidean()).x0
+        w, v = torch.linalg.eigh(cov)
+        s2 = process.at(t, x, Euclidean()).sigma.flatten() ** 2
+        ref = mean + ((x.flatten(1) - mean) @ v * (w / (w + s2[:, None]))) @ v.T
+        assert torch.allclose(x0.flatten(1), ref, atol=1e-9)
+    finally:
+        torch.set_num_threads(old)
