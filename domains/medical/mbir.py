@@ -384,14 +384,12 @@ def admm_tv_3d(operator: Any, y: Tensor, *, lamb: float = 0.04, rho: float = 10.
     CG iterations, from x = 0), run by the core's :func:`workbench.operators.admm_tv` on the
     volume ``[Z, 1, H, W]`` as one problem. ``axes`` picks the TV directions among z (slices),
     h and w. The core's differences are Neumann (no wrap), the reference's periodic."""
-    aty = operator.adjoint(y)
     dims = {"z": 1, "h": -2, "w": -1}
     bad = [a for a in axes if a not in dims]
     if bad or not axes:
         raise ValueError(f"admm_tv_3d: axes must be among 'z', 'h', 'w', got {axes}")
-    start = torch.zeros_like(aty) if x0 is None else x0
     out = admm_tv(_AsOneVolume(operator), y.unsqueeze(0), rho=rho, lam=lamb, axes=tuple(dims[a] for a in axes),
-                  iters=outer, x0=start.unsqueeze(0), cg_iters=cg_iters, cg_tol=cg_tol)
+                  iters=outer, x0=None if x0 is None else x0.unsqueeze(0), cg_iters=cg_iters, cg_tol=cg_tol)
     return out[0]
 
 

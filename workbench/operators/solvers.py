@@ -79,12 +79,14 @@ def admm_tv(op: ForwardOperator, y: Tensor, rho: float = 1.0, lam: float = 0.05,
         u <- u + D x - z
 
     ``axes`` are tensor dims of the batched image (e.g. ``(-3, -2, -1)`` for a volume). Starts at
-    ``A^T y`` unless ``x0`` is given. This is the DiffusionMBIR-style baseline; it runs on
+    x = 0, as DiffusionMBIR's ``get_ADMM_TV`` does, unless ``x0`` is given (``A^T y`` is on the
+    wrong scale unless A^T A is near the identity: for a CT projector its norm is about the number
+    of views times the image side). This is the DiffusionMBIR-style baseline; it runs on
     batches, each element independently.
     """
     diffs = [FiniteDifference(a) for a in axes]
     aty = op.adjoint(y)
-    x = aty.clone() if x0 is None else x0.clone()
+    x = torch.zeros_like(aty) if x0 is None else x0.clone()
     z = [d.forward(x) for d in diffs]
     u = [torch.zeros_like(zi) for zi in z]
     for _ in range(iters):
