@@ -33,7 +33,7 @@ from workbench.errors import ConfigError
 from workbench.geometry import Geometry
 from workbench.guidance.base import DenoiserWrapper
 from workbench.guidance.factory import GuidanceFactory, observation_of
-from workbench.operators import admm_tv, conjugate_gradient, soft_threshold
+from workbench.operators import FiniteDifference, admm_tv, conjugate_gradient, soft_threshold
 from workbench.operators.linear import diff_adjoint
 from workbench.precond import Prediction
 from workbench.state import State
@@ -60,30 +60,17 @@ def reference_ct_hyperparameters(n_views: int, lamb: float = 0.04, rho: float = 
     return {"lamb": float(lamb) / c, "rho": float(rho) / c}
 
 
-class SliceDifference:
-    """Forward difference along the slice axis (default 0, the batch axis of a volume [Z, 1, H, W]).
+class SliceDifference(FiniteDifference):
+    """Forward difference along the slice axis (default 0, the batch axis of a volume [Z, 1, H, W]):
+    the core's :class:`~workbench.operators.FiniteDifference` on the whole volume as one problem.
 
     ``periodic=True`` (DiffusionMBIR's D_z): ``(D x)_i = x_{i+1} - x_i`` with ``x_Z = x_0``, same
     shape as x; adjoint ``(D^T w)_i = w_{i-1} - w_i`` with ``w_{-1} = w_{Z-1}``.
     ``periodic=False``: no wrap (Neumann), one entry shorter along the axis.
-
-    (The core's :class:`workbench.operators.FiniteDifference` is Neumann only and refuses axis
-    0, the batch axis, because its solvers treat batch elements as independent problems; the
-    periodic slice-axis difference lives here.)
     """
 
     def __init__(self, axis: int = 0, periodic: bool = True) -> None:
-        self.axis, self.periodic = int(axis), bool(periodic)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.periodic:
-            return torch.roll(x, -1, self.axis) - x
-        return torch.diff(x, dim=self.axis)
-
-    def adjoint(self, w: Tensor) -> Tensor:
-        if self.periodic:
-            return torch.roll(w, 1, self.axis) - w
-        return diff_adjoint(w, self.axis)
+        super().__init__(axis, periodic=periodic, whole_tensor=True)
 
 
 class StackedDifference:

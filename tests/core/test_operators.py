@@ -150,3 +150,27 @@ def test_admm_tv_starts_at_zero_as_the_reference() -> None:
     assert torch.equal(admm_tv(op, y, iters=0), torch.zeros(1, 6))
     start = torch.arange(6.0).reshape(1, 6)
     assert torch.equal(admm_tv(op, y, iters=0, x0=start), start)
+
+
+@pytest.mark.parametrize("axis", [1, -1])
+def test_periodic_finite_difference_wraps_and_has_an_exact_adjoint(axis) -> None:
+    """Bug: the periodic difference without its wrap entry ((D x)_{n-1} = x_0 - x_{n-1}), or an
+    adjoint rolled the wrong way (CG would then solve a non-symmetric system)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 4, generator=g, dtype=torch.float64)
+    w = torch.randn(2, 5, 4, generator=g, dtype=torch.float64)
+    d = FiniteDifference(axis, periodic=True)
+    dx = d.forward(x)
+    first, last = x.narrow(axis, 0, 1), x.narrow(axis, x.shape[axis] - 1, 1)
+    assert dx.shape == x.shape and torch.equal(dx.narrow(axis, x.shape[axis] - 1, 1), first - last)
+    assert abs(float((dx * w).sum() - (x * d.adjoint(w)).sum())) < 1e-12
+    assert float(d.forward(torch.ones_like(x)).abs().max()) == 0.0
+
+
+def test_finite_difference_refuses_the_batch_axis_unless_whole_tensor() -> None:
+    """Bug: differencing along the batch axis silently coupling independent problems."""
+    with pytest.raises(ValueError, match="batch dim"):
+        FiniteDifference(0)
+    x = torch.arange(4.0).reshape(4, 1)
+    assert torch.equal(FiniteDifference(0, periodic=True, whole_tensor=True).forward(x).flatten(),
+                       torch.tensor([1.0, 1.0, 1.0, -3.0]))

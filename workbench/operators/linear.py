@@ -133,22 +133,32 @@ def cartesian_mask(shape: Sequence[int], acceleration: float, center_fraction: f
 
 
 class FiniteDifference(LinearOperator):
-    """Forward differences along one tensor dim: ``(D x)_i = x_{i+1} - x_i``, ``i < n - 1``.
+    """Forward differences along one tensor dim: ``(D x)_i = x_{i+1} - x_i``.
 
-    The output is one shorter along ``axis`` (no boundary term, i.e. Neumann); the adjoint is
-    ``(D^T y)_i = y_{i-1} - y_i`` with ``y_{-1} = y_{n-1} = 0``. ``axis`` indexes the batched
-    tensor (``axis=-1`` is the last dim; never use 0, the batch dim).
+    ``periodic=False`` (default): ``i < n - 1``, the output one shorter along ``axis`` (no boundary
+    term, i.e. Neumann); the adjoint is ``(D^T y)_i = y_{i-1} - y_i`` with ``y_{-1} = y_{n-1} = 0``.
+    ``periodic=True``: ``x_n = x_0`` (wrap), same shape as x; adjoint ``(D^T y)_i = y_{i-1} - y_i``
+    with ``y_{-1} = y_{n-1}`` (DiffusionMBIR's D_z).
+
+    ``axis`` indexes the batched tensor (``axis=-1`` is the last dim). Axis 0 is the batch dim,
+    whose elements the solvers treat as independent problems, and is refused unless
+    ``whole_tensor=True`` says the tensor is one problem (e.g. a volume whose slices are the batch
+    of a 2-D prior, differenced along the slices).
     """
 
-    def __init__(self, axis: int):
-        if axis == 0:
-            raise ValueError("FiniteDifference: axis 0 is the batch dim")
-        self.axis, self.noise_std = axis, 0.0
+    def __init__(self, axis: int, periodic: bool = False, whole_tensor: bool = False):
+        if axis == 0 and not whole_tensor:
+            raise ValueError("FiniteDifference: axis 0 is the batch dim (whole_tensor=True if the tensor is one problem)")
+        self.axis, self.periodic, self.noise_std = int(axis), bool(periodic), 0.0
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.periodic:
+            return torch.roll(x, -1, self.axis) - x
         return torch.diff(x, dim=self.axis)
 
     def adjoint(self, y: Tensor) -> Tensor:
+        if self.periodic:
+            return torch.roll(y, 1, self.axis) - y
         return diff_adjoint(y, self.axis)
 
 
