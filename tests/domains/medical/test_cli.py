@@ -49,3 +49,41 @@ def test_evaluate_writes_nifti_volumes_and_three_view_metrics(tmp_path: Path, mo
     assert sorted(p.name for p in (samples / "posterior").glob("*.nii.gz")) == [
         "volume000_sample00.nii.gz", "volume000_sample01.nii.gz"]
     assert (tmp_path / "plots" / "posterior.png").exists()
+
+
+def test_fast_experiment_samples_with_ddim_and_several_admm_iterations_per_step(tmp_path: Path, monkeypatch) -> None:
+    """Bug: ``experiment=medical/sv_ct_8_fast`` falling back to the PC sampler, to its default time
+    grid, or to one ADMM iteration per step (the fast mode's 200 NFE then lose 2-10 dB, README)."""
+    import workbench.samplers as samplers
+    from workbench.domains.medical import mbir
+
+    monkeypatch.delenv("WORKBENCH_RUN_DIR", raising=False)
+    seen: dict[str, list] = {"eta": [], "grid": [], "n_admm": []}
+    real_ddim, real_call = samplers.sample_ddim, mbir.ADMMTVz.__call__
+
+    def ddim(model, x, ts, **kw):
+        seen["eta"].append(kw.get("eta"))
+        seen["grid"].append(ts.clone())
+        return real_ddim(model, x, ts, **kw)
+
+    def call(self, x, t_next, prediction=None):
+        seen["n_admm"].append(self.n_admm)
+        return real_call(self, x, t_next, prediction)
+
+    monkeypatch.setattr(samplers, "sample_ddim", ddim)
+    monkeypatch.setattr(mbir.ADMMTVz, "__call__", call)
+    cfg = compose_config(["experiment=medical/sv_ct_8_fast", f"run_dir={tmp_path}", "sample.posterior_samples=1",
+                          *TINY, "datamodule.n_slices=8", "datamodule.n_train=1"])
+    train(cfg)
+    os.environ.pop("WORKBENCH_RUN_DIR", None)
+    metrics = evaluate(cfg)
+    assert np.isfinite(metrics["psnr_axial"])
+    assert seen["eta"] == [0.3]
+    from workbench.samplers.common import sampler_grid
+    from hydra.utils import instantiate
+
+    process = instantiate(cfg.process)
+    karras = sampler_grid(process, real_ddim, 3, spacing="karras")
+    assert not torch.allclose(karras, sampler_grid(process, real_ddim, 3))     # the test can tell them apart
+    torch.testing.assert_close(seen["grid"][0], karras)
+    assert seen["n_admm"] and set(seen["n_admm"]) == {8}
