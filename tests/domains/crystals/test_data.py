@@ -256,7 +256,8 @@ def test_writers_refuse_to_overwrite_and_read_back(tmp_path):
 
 
 def test_save_samples_writes_cifs_csv_and_never_overwrites(tmp_path):
-    """Bug: save_samples overwriting a previous run's files, or CSP samples saved without their types."""
+    """Bugs: save_samples overwriting a previous run's files, or writing some outputs before finding
+    one that exists (checked up front), or CSP samples saved without their test crystal's identity."""
     dm = CrystalDataModule(source="prototypes", n_prototypes=12, task="csp", max_test=3)
     tpl = dm.sample_template(3)
     meta = tpl.pop("meta")
@@ -272,6 +273,12 @@ def test_save_samples_writes_cifs_csv_and_never_overwrites(tmp_path):
     with pytest.raises(OutputExists, match="exists"):
         dm.save_samples(samples, tmp_path / "s", meta=meta)
     assert (tmp_path / "s" / "sample_00000.cif").read_text() == before
+    # checked before anything is written: an existing samples.csv leaves no new CIF behind
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "samples.csv").write_text("mine\n")
+    with pytest.raises(OutputExists, match="samples.csv: exists"):
+        dm.save_samples(samples, tmp_path / "t", meta=meta)
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["samples.csv"]
 
 
 # -- download ------------------------------------------------------------------------------------------------
