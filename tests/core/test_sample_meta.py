@@ -43,6 +43,30 @@ def test_metadata_round_trip_through_sample_and_evaluate(tmp_path: Path) -> None
     assert [m["id"] for m in json.loads((run / "samples" / "meta.json").read_text())["items"]] == list(range(6))
 
 
+SEEN: list = []
+
+
+def meta_metrics(samples, reference, meta=None):
+    """A metrics function that takes the templates' records (as the crystal metrics do)."""
+    SEEN.append([m["id"] for m in meta] if meta is not None else None)
+    return {"n": float(len(samples))}
+
+
+def test_metrics_receive_the_metadata_when_they_take_it(tmp_path: Path) -> None:
+    """Bug: evaluate calling ``metrics(samples, reference)`` only, so a domain whose samples need their
+    records to be scored (a crystal's composition) cannot be evaluated; or the records out of order."""
+    run = tmp_path / "run"
+    base = ["experiment=toy/gmm", f"run_dir={run}", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+            "datamodule.n_train=64", "datamodule.n_test=32", "resume=false",
+            "datamodule._target_=tests.core.test_sample_meta.MetaGMM"]
+    assert cli.main(["train", *base]) == 0
+    MetaGMM.issued = 0
+    SEEN.clear()
+    assert cli.main(["evaluate", f"run_dir={run}", "sample.n=5", "sample.batch_size=2", "sample.steps=3",
+                     "metrics._target_=tests.core.test_sample_meta.meta_metrics"]) == 0
+    assert SEEN == [[0, 1, 2, 3, 4]]
+
+
 def test_domains_without_metadata_are_unchanged(tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert cli.main(["train", "experiment=toy/gmm", f"run_dir={run}", "trainer.max_epochs=1",
