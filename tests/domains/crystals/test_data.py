@@ -162,6 +162,10 @@ def _broken(kind: str) -> str:
         k = next(i for i, line in enumerate(lines) if line.strip().startswith("Ti "))
         lines[k] = lines[k].replace("0.50000000  0.50000000  0.50000000", "1.00000000  0.00000000  0.00000000")
         return "\n".join(lines) + "\n"
+    if kind == "volume":   # three 120 degree angles: a flat cell
+        for ang in ("alpha", "beta", "gamma"):
+            good = good.replace(f"_cell_angle_{ang}   90.00000000", f"_cell_angle_{ang}   120.00000000")
+        return good
     if kind == "element":
         return good.replace("  Ti  Ti1", "  Xx  Xx1")
     raise AssertionError(kind)
@@ -169,7 +173,7 @@ def _broken(kind: str) -> str:
 
 @pytest.mark.parametrize("kind,words", [("parse", "does not parse"), ("length", "non-positive cell length a"),
                                         ("site", "two atoms on one site: sites 0 (Sr0) and 1"),
-                                        ("element", "unknown element 'Xx'")])
+                                        ("element", "unknown element 'Xx'"), ("volume", "non-positive cell volume")])
 def test_each_bad_row_names_file_row_and_problem(tmp_path, kind, words):
     """Bug: a bad row reported without the file or the row (or parsed silently: pymatgen accepts a
     negative length and an unknown element 'Xx' as a dummy species)."""
