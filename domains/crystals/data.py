@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -201,7 +200,8 @@ def load_crystals(path: str | Path, *, niggli: bool = True, on_error: str = "rai
     if cache and file.exists():
         try:
             packed = load_tensors(file, what="crystal cache")
-            if not isinstance(packed, dict) or any(k not in packed for k in _PACKED) or packed["header"].get("key") != key:
+            if (not isinstance(packed, dict) or any(k not in packed for k in _PACKED)
+                    or packed["header"].get("key") != key):
                 raise UnsafeOrCorruptFile(f"cannot load crystal cache {file}: not this file's cache")
         except UnsafeOrCorruptFile as e:
             warn_input(f"{e}; re-parsing {path}")
@@ -436,8 +436,8 @@ class CrystalDataModule(DomainDataModule):
             return batch
         p = self.num_atoms_hist.double()
         counts = torch.multinomial(p / p.sum(), n, replacement=True, generator=generator)
-        items = [{"frac": torch.zeros(int(c), 3), "lattice": torch.zeros(9), "types": torch.zeros(int(c), dtype=torch.int64)}
-                 for c in counts]
+        items = [{"frac": torch.zeros(int(c), 3), "lattice": torch.zeros(9),
+                  "types": torch.zeros(int(c), dtype=torch.int64)} for c in counts]
         batch = collate_crystals(items, "gen")
         batch["meta"] = [{"index": k, "material_id": None, "formula": None, "num_atoms": int(c)}
                          for k, c in enumerate(counts)]
@@ -531,6 +531,7 @@ class CrystalDataModule(DomainDataModule):
         if self.last_invalid:
             bad = [k for k, s in enumerate(structures) if s is None]
             warn_input(f"{out}: {len(bad)} of {len(structures)} samples give no structure (non-finite or degenerate "
-                       f"lattice, or types outside 1..{MAX_ATOMIC_NUM}): items {bad[:5]}{' ...' if len(bad) > 5 else ''}"
+                       f"lattice, or types outside 1..{MAX_ATOMIC_NUM}): items {bad[:5]}"
+                       f"{' ...' if len(bad) > 5 else ''}"
                        " have no CIF and no CSV row")
         return files

@@ -308,7 +308,7 @@ def report_bad_rows(file: Any, bad: Sequence[BadRow], n_rows: int, kept: int, li
     if kept == 0:
         raise CrystalFormatError(f"all {n_rows} rows are bad, nothing to use: {head}"
                                  + (f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""), file=file)
-    where = "the full list was not written (no cache folder)"
+    where = "the full list was not written to a file (no listing path given)"
     if listing is not None:
         try:
             import csv
@@ -354,7 +354,10 @@ def read_cdvae_csv(path: str | Path, *, niggli: bool = True, on_error: str = "ra
     table = CrystalTable(file=str(path), n_rows=len(df), properties=props)
     if len(df) == 0:
         raise CrystalFormatError("no rows", file=path)
-    mids = df["material_id"].astype(str).tolist() if "material_id" in df.columns else [f"row{k}" for k in range(len(df))]
+    if "material_id" in df.columns:
+        mids = df["material_id"].astype(str).tolist()
+    else:
+        mids = [f"row{k}" for k in range(len(df))]
     values = {c: pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64) for c in props}
     for k, text in enumerate(df["cif"].tolist()):
         try:

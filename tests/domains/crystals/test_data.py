@@ -116,11 +116,13 @@ def test_float32_fractional_coordinates_stay_below_one():
     assert float(b["x"]["frac"].max()) < 1.0
 
 
-def test_standardisation_is_inverted_by_to_structures(crystal_file):
-    """Bug: to_structures forgets to undo the lattice standardisation (mean or std), or Z = types."""
+def test_standardisation_is_inverted_by_to_structures(crystal_file, capsys):
+    """Bugs: to_structures forgets to undo the lattice standardisation (mean or std), or Z = types;
+    training on val.csv without saying that it is not the paper's split."""
     path = crystal_file("perov_5/val.csv")
     dm = CrystalDataModule(source="perov_5", max_rows=12, task="csp", batch_size=12, max_test=4)
     dm.setup()
+    assert "training on the val split, testing on test: not the paper's split" in capsys.readouterr().err
     assert float(dm.lattice_std[0]) != 1.0 and float(dm.lattice_mean.abs().max()) > 1.0
     b = next(iter(torch.utils.data.DataLoader(dm.train_set, batch_size=12, collate_fn=cdata._Collate("csp"))))
     got = dm.to_structures(b["x"], template=b)
