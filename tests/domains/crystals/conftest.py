@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("pymatgen", reason="the crystals domain needs pymatgen (pip install 'workbench[crystals]')")
-
 
 @pytest.fixture
 def crystal_file():
@@ -22,7 +20,7 @@ def crystal_file():
     return find
 
 
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path, monkeypatch):
-    """Every test parses into its own cache folder (never the user's)."""
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """Parse into the test's own cache folder (never the user's); used by test_data.py."""
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))

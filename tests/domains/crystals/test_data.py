@@ -14,6 +14,9 @@ import torch
 
 from workbench.errors import ConfigError, DataError, InputWarning
 
+pytest.importorskip("pymatgen", reason="the crystals domain needs pymatgen (pip install 'workbench[crystals]')")
+pytestmark = pytest.mark.usefixtures("own_cache")
+
 from workbench.domains.crystals import data as cdata  # noqa: E402
 from workbench.domains.crystals.data import CrystalDataModule, collate_crystals, download, load_crystals  # noqa: E402
 from workbench.domains.crystals.io import (OutputExists, read_cdvae_csv, structure_arrays,  # noqa: E402
