@@ -172,6 +172,8 @@ class CSPNet(nn.Module):
             raise ValueError(f"task must be 'csp' or 'gen', got {task!r}")
         if output not in ("bfn", "diffusion"):
             raise ValueError(f"output must be 'bfn' or 'diffusion', got {output!r}")
+        if layers < 1 or hidden < 1 or num_freqs < 1:
+            raise ValueError(f"layers, hidden and num_freqs must be >= 1, got {layers}, {hidden}, {num_freqs}")
         if coord_period <= 0:
             raise ValueError(f"coord_period must be positive, got {coord_period}")
         self.num_types, self.hidden, self.layers_n = int(num_types), int(hidden), int(layers)
