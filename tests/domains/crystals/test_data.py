@@ -365,3 +365,41 @@ def test_prototypes_are_deterministic_perovskites():
     for s in a:
         assert len(s) == 5 and 3.4 < s.lattice.a < 4.6
         assert s.composition.anonymized_formula == "ABC3"
+
+
+def test_own_csv_file_or_folder(tmp_path):
+    """Bugs: a single CSV of one's own trained and tested on the same rows, or a folder layout
+    ignoring train_split / test_split."""
+    structures, ids = generate_perovskites(10, seed=4)
+    one = write_cdvae_csv(structures, tmp_path / "one.csv", material_ids=ids)
+    dm = CrystalDataModule(source="csv", path=str(one), task="gen")
+    dm.setup()
+    assert len(dm.train_set) == 8 and len(dm.test_set) == 2
+    assert not set(dm.train_set.ids) & set(dm.test_set.ids)
+    (tmp_path / "folder").mkdir()
+    write_cdvae_csv(structures[:6], tmp_path / "folder" / "val.csv", material_ids=ids[:6])
+    write_cdvae_csv(structures[6:], tmp_path / "folder" / "test.csv", material_ids=ids[6:])
+    dm = CrystalDataModule(source="csv", path=str(tmp_path / "folder"), task="gen")
+    dm.setup()
+    assert dm.train_set.ids == ids[:6] and dm.test_set.ids == ids[6:]
+
+
+def test_left_handed_generated_lattice_is_written_as_the_same_atoms(tmp_path):
+    """Bug: a generated left-handed lattice written to CIF (lengths and angles only): the file holds
+    the mirror image of the sample."""
+    dm = CrystalDataModule(source="prototypes", n_prototypes=8, task="gen")
+    dm.setup()
+    b = collate_crystals([dm.train_set[0]], "gen")
+    L = torch.tensor([[4.0, 0, 0], [0, 4.5, 0], [0, 0, -5.0]], dtype=torch.float64)
+    x = {"frac": torch.tensor([[[0, 0, 0], [.3, 0, 0], [0, .25, 0], [.05, .05, .2], [.5, .5, .5]]]),
+         "lattice": ((L.reshape(1, 9) - dm.lattice_mean) / dm.lattice_std).float(), "types": b["x"]["types"]}
+    s = dm.to_structures(x, template=b)[0]
+    assert np.linalg.det(s.lattice.matrix) > 0
+    write_cif(s, tmp_path / "s.cif")
+    back = structure_from_cif((tmp_path / "s.cif").read_text())
+    want = Structure(Lattice(L.numpy()), s.species, x["frac"][0].double().numpy())
+
+    def chirality(t):
+        d = t.frac_coords[1:4] - t.frac_coords[0]
+        return np.linalg.det(t.lattice.get_cartesian_coords(d - np.round(d)))
+    assert chirality(back) == pytest.approx(chirality(want), rel=1e-4)
