@@ -33,7 +33,7 @@ from workbench.errors import DataError, first_rows, warn_input
 
 __all__ = ["MAX_ATOMIC_NUM", "MIN_DISTANCE", "CrystalError", "CrystalFormatError", "DataFileNotFound", "OutputExists",
            "BadRow", "CrystalTable", "structure_from_cif", "structure_arrays", "arrays_to_structure",
-           "read_cdvae_csv", "report_bad_rows", "write_cif", "write_cdvae_csv"]
+           "wrap01", "read_cdvae_csv", "report_bad_rows", "write_cif", "write_cdvae_csv"]
 
 #: largest atomic number accepted (CDVAE's MAX_ATOMIC_NUM)
 MAX_ATOMIC_NUM = 100
