@@ -10,9 +10,9 @@ Batch (padding to the largest crystal of the batch; ``B`` crystals, ``N`` atoms 
      "cond": {"types": int64 [B, N]},                             # task "csp" only: the given types
      "num_atoms": int64 [B]}
 
-``lattice_mean`` is the per-entry mean of the training lattices (9 values); ``lattice_std`` one
-pooled scalar (the RMS of the centred entries, repeated 9 times; per-entry stds are 0 for the
-entries that ``Lattice.from_parameters`` always sets to 0). Both are attributes and part of the
+``lattice_mean`` is 0 (CrysBFN's convention: centring per entry would break the O(3) invariance of
+the standardised lattice) and ``lattice_std`` one pooled scalar, the RMS of the training lattices'
+entries, repeated 9 times. Both are attributes and part of the
 datamodule's ``state_dict`` (a checkpoint restores them).
 
 Parsed files are cached (``torch.save`` of plain tensors and a JSON-able header, loaded with
@@ -121,11 +121,17 @@ def _f32_frac(frac: torch.Tensor) -> torch.Tensor:
     return torch.where(f >= 1.0, torch.zeros_like(f), f)
 
 
-def collate_crystals(items: Sequence[dict[str, Any]], task: str = "gen") -> dict[str, Any]:
-    """Pad a list of items to the largest crystal (the batch format of the module docstring)."""
+def collate_crystals(items: Sequence[dict[str, Any]], task: str = "gen", pad_to: int | None = None) -> dict[str, Any]:
+    """Pad a list of items to the largest crystal, or to ``pad_to`` atoms (the batch format of the
+    module docstring; sampling templates pad to the data set's largest crystal, so that batches of
+    samples concatenate)."""
     B = len(items)
     n = torch.tensor([len(it["types"]) for it in items], dtype=torch.int64)
     N = int(n.max()) if B else 0
+    if pad_to is not None:
+        if N > int(pad_to):
+            raise ValueError(f"collate_crystals: a crystal has {N} atoms, more than pad_to={pad_to}")
+        N = int(pad_to)
     frac = torch.zeros(B, N, 3)
     types = torch.zeros(B, N, dtype=torch.int64)
     mask = torch.zeros(B, N)
@@ -377,15 +383,19 @@ class CrystalDataModule(DomainDataModule):
         print(f"workbench: crystals ({self.task}): {what}", file=sys.stderr)
 
     def _fit_statistics(self) -> None:
+        # CrysBFN's convention: no centring (lattice_mean 0), one scale for all 9 entries. A per-entry
+        # mean would break the O(3) invariance of the standardised lattice (L R^T - m is not (L - m) R^T),
+        # on which the network's Gram-matrix features and M @ L head rely.
         lat = self.train_set.lattice
-        mean = lat.mean(0)
-        std = float(((lat - mean) ** 2).mean().sqrt()) if len(lat) > 1 else 0.0
+        mean = torch.zeros(9, dtype=torch.float64)
+        std = float((lat ** 2).mean().sqrt()) if len(lat) else 0.0
         if not std > 1e-8:
             std = 1.0
         hist = torch.bincount(self.train_set.num_atoms, minlength=int(self.train_set.num_atoms.max()) + 1)
         self.scaler["mean"].copy_(mean)
         self.scaler["std"].fill_(std)
         self.num_atoms_hist = hist
+        self.max_atoms = int(max(int(self.train_set.num_atoms.max()), int(self.test_set.num_atoms.max())))
         if self._restored is not None:
             self._apply_restored()
 
@@ -430,7 +440,7 @@ class CrystalDataModule(DomainDataModule):
             self._cursor = (first + n) % len(ts)
             items = [{"frac": torch.zeros(len(ts.numbers[i]), 3), "lattice": torch.zeros(9),
                       "types": ts.numbers[i] - 1} for i in idx]
-            batch = collate_crystals(items, "csp")
+            batch = collate_crystals(items, "csp", pad_to=self.max_atoms)
             batch["meta"] = [{"index": i, "material_id": ts.ids[i], "formula": ts.formula(i),
                               "num_atoms": len(ts.numbers[i]), "atomic_numbers": ts.numbers[i].tolist()} for i in idx]
             return batch
@@ -438,7 +448,7 @@ class CrystalDataModule(DomainDataModule):
         counts = torch.multinomial(p / p.sum(), n, replacement=True, generator=generator)
         items = [{"frac": torch.zeros(int(c), 3), "lattice": torch.zeros(9),
                   "types": torch.zeros(int(c), dtype=torch.int64)} for c in counts]
-        batch = collate_crystals(items, "gen")
+        batch = collate_crystals(items, "gen", pad_to=self.max_atoms)
         batch["meta"] = [{"index": k, "material_id": None, "formula": None, "num_atoms": int(c)}
                          for k, c in enumerate(counts)]
         return batch

@@ -126,7 +126,8 @@ def test_standardisation_is_inverted_by_to_structures(crystal_file, capsys):
     dm = CrystalDataModule(source="perov_5", max_rows=12, task="csp", batch_size=12, max_test=4)
     dm.setup()
     assert "training on the val split, testing on test: not the paper's split" in capsys.readouterr().err
-    assert float(dm.lattice_std[0]) != 1.0 and float(dm.lattice_mean.abs().max()) > 1.0
+    # CrysBFN's convention: no centring (O(3) invariance of the standardised lattice), one RMS scale
+    assert float(dm.lattice_std[0]) > 1.0 and float(dm.lattice_mean.abs().max()) == 0.0
     b = next(iter(torch.utils.data.DataLoader(dm.train_set, batch_size=12, collate_fn=cdata._Collate("csp"))))
     got = dm.to_structures(b["x"], template=b)
     originals = [structure_from_cif(c) for c in _rows(path, 12).cif]
@@ -271,7 +272,8 @@ def test_save_samples_writes_cifs_csv_and_never_overwrites(tmp_path):
     tpl = dm.sample_template(3)
     meta = tpl.pop("meta")
     assert [m["index"] for m in meta] == [0, 1, 2] and meta[0]["formula"] and meta[0]["material_id"]
-    samples = {"frac": torch.rand(3, 5, 3), "lattice": torch.randn(3, 9) * 0.1}
+    cubic = (4.0 * torch.eye(3).flatten() / dm.lattice_std.float()).expand(3, 9)    # 4 A cubes, standardised
+    samples = {"frac": torch.rand(3, 5, 3), "lattice": cubic + 0.01 * torch.randn(3, 9)}
     files = dm.save_samples(samples, tmp_path / "s", meta=meta)
     assert sorted(p.name for p in files) == ["meta.json", "sample_00000.cif", "sample_00001.cif",
                                              "sample_00002.cif", "samples.csv", "samples.pt"]
@@ -332,8 +334,9 @@ def test_statistics_are_restored_from_the_state_dict():
     state = dm.state_dict()
     other = CrystalDataModule(source="prototypes", n_prototypes=16, prototype_seed=5, task="gen")
     other.setup()
-    assert not torch.equal(other.lattice_mean, dm.lattice_mean)
+    assert not torch.equal(other.lattice_std, dm.lattice_std)
     other.load_state_dict(state)
+    torch.testing.assert_close(other.lattice_std, dm.lattice_std)
     torch.testing.assert_close(other.lattice_mean, dm.lattice_mean)
     torch.testing.assert_close(other.train_set[0]["lattice"],
                                ((other.train_set.lattice[0] - dm.lattice_mean) / dm.lattice_std).float())
@@ -403,3 +406,14 @@ def test_left_handed_generated_lattice_is_written_as_the_same_atoms(tmp_path):
         d = t.frac_coords[1:4] - t.frac_coords[0]
         return np.linalg.det(t.lattice.get_cartesian_coords(d - np.round(d)))
     assert chirality(back) == pytest.approx(chirality(want), rel=1e-4)
+
+
+def test_sampling_templates_pad_to_the_largest_crystal(crystal_file):
+    """Bug: templates padded to their own largest crystal: the CLI concatenates the samples of successive
+    batches, which then fails for a set with several atom counts (Carbon-24: 6-24 atoms)."""
+    crystal_file("carbon_24/val.csv")
+    dm = CrystalDataModule(source="carbon_24", max_rows=30, task="gen", max_test=5)
+    dm.setup()
+    shapes = {dm.sample_template(k, generator=torch.Generator().manual_seed(k))["x"]["frac"].shape[1] for k in (1, 2, 3)}
+    assert shapes == {dm.max_atoms} and dm.max_atoms == max(int(dm.train_set.num_atoms.max()),
+                                                            int(dm.test_set.num_atoms.max()))
