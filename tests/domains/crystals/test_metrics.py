@@ -4,6 +4,7 @@ Each test names, in its docstring, the bug it guards against; every such bug was
 domains/crystals/metrics.py and made the test fail before it was reverted."""
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -22,8 +23,13 @@ from workbench.errors import ConfigError, DataError, InputError  # noqa: E402
 
 
 # ------------------------------------------------------------------ hand-made structures
-def nacl() -> Structure:
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+@functools.lru_cache(maxsize=None)
+def _from_spacegroup(sg: str, a: float, species: tuple, coords: tuple) -> Structure:
+    return Structure.from_spacegroup(sg, Lattice.cubic(a), list(species), [list(c) for c in coords])
+
+
+def nacl() -> Structure:  # conventional cell, 8 sites
+    return _from_spacegroup("Fm-3m", 5.64, ("Na", "Cl"), ((0, 0, 0), (0.5, 0.5, 0.5))).copy()
 
 
 def cscl() -> Structure:
@@ -31,12 +37,11 @@ def cscl() -> Structure:
 
 
 def srtio3() -> Structure:
-    return Structure.from_spacegroup("Pm-3m", Lattice.cubic(3.905), ["Sr", "Ti", "O"],
-                                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]])
+    return _from_spacegroup("Pm-3m", 3.905, ("Sr", "Ti", "O"), ((0, 0, 0), (0.5, 0.5, 0.5), (0.5, 0.5, 0))).copy()
 
 
 def diamond() -> Structure:
-    return Structure.from_spacegroup("Fd-3m", Lattice.cubic(3.567), ["C"], [[0, 0, 0]])
+    return _from_spacegroup("Fd-3m", 3.567, ("C",), ((0, 0, 0),)).copy()
 
 
 def close_pair(d: float = 0.3) -> Structure:
@@ -58,6 +63,21 @@ def strained(s: Structure, factors=(1.02, 1.0, 1.0)) -> Structure:
     a, b, c = s.lattice.abc
     lat = Lattice.from_parameters(a * factors[0], b * factors[1], c * factors[2], *s.lattice.angles)
     return Structure(lat, s.species, s.frac_coords)
+
+
+def strained_nacl(d: float = 0.05) -> Structure:
+    """Primitive NaCl with a stretched by 2 % and one atom moved d A along a: a small positive RMS. (A pure
+    lattice strain with unchanged fractional coordinates has RMS 0: pymatgen measures the
+    displacement in the averaged lattice.)"""
+    s = strained(nacl().get_primitive_structure())
+    s.translate_sites([1], [d / s.lattice.a, 0, 0], frac_coords=True)
+    return s
+
+
+def ti_shifted(d: float) -> Structure:
+    s = srtio3()
+    s.translate_sites([1], [d / 3.905, 0, 0], frac_coords=True)
+    return s
 
 
 def displaced_srtio3(d: float = 0.8) -> Structure:
@@ -186,7 +206,7 @@ def test_generation_metrics_invalid_items_and_wasserstein_inputs():
     NaCl may enter, so wdist_density = |rho(NaCl) - rho(NaCl)| = 0 against an NaCl reference);
     a None item not counted as invalid; precision divided by the valid count instead of all 4."""
     gen = [nacl(), close_pair(0.3), None, nacl2()]
-    out = M.generation_metrics(gen, [nacl()], dataset="perov_5", n_eval=1, seed=0, progress=False)
+    out = M.generation_metrics(gen, [nacl()], dataset="perov_5", n_eval=None, seed=0, progress=False)
     assert out["struct_valid"] == 0.5  # nacl, nacl2
     assert out["comp_valid"] == 0.5  # nacl, close pair (Na + Cl)
     assert out["valid"] == 0.25 and out["n_valid"] == 1.0
@@ -205,17 +225,21 @@ def test_wasserstein_needs_enough_valid_samples_and_is_seeded():
         M.wasserstein_density(gen, ref, n_eval=4)
     few = M.wasserstein_density(gen, ref, n_eval=4, allow_fewer=True)
     assert few == pytest.approx(M.wasserstein_density(gen[:3], ref, n_eval=None))
-    a = M.wasserstein_density(gen, ref, n_eval=2, seed=3)
-    assert a == M.wasserstein_density(gen, ref, n_eval=2, seed=3)
+    many = [Structure(Lattice.cubic(4.0 + 0.05 * i), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]) for i in range(40)]
+    draws = [M.wasserstein_density(many, ref, n_eval=5, seed=s) for s in (3, 3, 4)]
+    assert draws[0] == draws[1] and draws[0] != draws[2]
     assert M.wasserstein_num_elements([srtio3()], [nacl()], n_eval=1) == 1.0
 
 
 # ------------------------------------------------------------------ CSP
 def test_csp_identity_and_strained_copy():
-    """Identity checks: a 2 % strained NaCl matches with a small positive RMSE; NaCl vs CsCl does
-    not match."""
+    """Identity checks: NaCl with a x1.02 matches with RMS ~0 (fractional coordinates unchanged),
+    with a 0.05 A shift of one atom added it matches with a small positive RMSE; NaCl vs CsCl
+    does not match."""
     out = M.csp_match([strained(nacl())], [nacl()], fingerprint_gate=False)
-    assert out["match_rate"] == 1.0 and 0.0 < out["rmse"] < 0.05
+    assert out["match_rate"] == 1.0 and out["rmse"] < 1e-8
+    out = M.csp_match([strained_nacl(0.05)], [nacl()], fingerprint_gate=False)
+    assert out["match_rate"] == 1.0 and 0.005 < out["rmse"] < 0.02
     out = M.csp_match([cscl()], [nacl()], fingerprint_gate=False)
     assert out["match_rate"] == 0.0 and math.isnan(out["rmse"])
 
@@ -224,12 +248,14 @@ def test_csp_match_rate_and_rmse_denominators():
     """Guards: a None prediction counted as a match (match rate 1 instead of 1/3), and the RMSE
     averaged over all pairs (unmatched as 0) instead of the matched one only."""
     gts = [nacl(), nacl(), srtio3()]
-    preds = [strained(nacl()), None, cscl()]
-    out = M.csp_match(preds, gts, fingerprint_gate=False)
-    single = M.csp_match([strained(nacl())], [nacl()], fingerprint_gate=False)["rmse"]
-    assert out["match_rate"] == pytest.approx(1 / 3)
-    assert out["rmse"] == pytest.approx(single)
-    assert out["n"] == 3.0
+    preds = [strained_nacl(0.05), None, cscl()]
+    single = M.csp_match([strained_nacl(0.05)], [nacl()], fingerprint_gate=False)["rmse"]
+    assert single > 0.005
+    for require_valid in (True, False):  # None must not match even when validity is not checked
+        out = M.csp_match(preds, gts, require_valid=require_valid, fingerprint_gate=False)
+        assert out["match_rate"] == pytest.approx(1 / 3)
+        assert out["rmse"] == pytest.approx(single)
+        assert out["n"] == 3.0
 
 
 def test_csp_uses_the_paper_tolerances():
@@ -260,13 +286,14 @@ def test_csp_require_valid_gates_pred_and_gt():
 def test_csp_best_of_k():
     """Guards: best-of-k taking the first prediction instead of the best one."""
     gts = [nacl(), srtio3()]
-    out = M.csp_match_multi([[cscl(), strained(srtio3(), (1.0, 1.0, 1.01))],
-                             [strained(nacl()), strained(srtio3(), (1.0, 1.0, 1.05))]], gts, fingerprint_gate=False)
+    out = M.csp_match_multi([[cscl(), ti_shifted(0.2)], [strained_nacl(0.05), ti_shifted(0.05)]], gts,
+                            fingerprint_gate=False)
     assert out["match_rate"] == 1.0 and out["k"] == 2.0
-    r_nacl = M.csp_match([strained(nacl())], [nacl()], fingerprint_gate=False)["rmse"]
-    r_sto = M.csp_match([strained(srtio3(), (1.0, 1.0, 1.01))], [srtio3()], fingerprint_gate=False)["rmse"]
+    r_nacl = M.csp_match([strained_nacl(0.05)], [nacl()], fingerprint_gate=False)["rmse"]
+    r_sto = M.csp_match([ti_shifted(0.05)], [srtio3()], fingerprint_gate=False)["rmse"]
+    assert r_sto < 0.5 * M.csp_match([ti_shifted(0.2)], [srtio3()], fingerprint_gate=False)["rmse"]
     assert out["rmse"] == pytest.approx((r_nacl + r_sto) / 2)
-    assert M.csp_metrics([[strained(nacl())]], [nacl()], fingerprint_gate=False, progress=False)["k"] == 1.0
+    assert M.csp_metrics([[strained_nacl()]], [nacl()], fingerprint_gate=False, progress=False)["k"] == 1.0
 
 
 # ------------------------------------------------------------------ errors and cache
@@ -285,9 +312,9 @@ def test_clear_errors():
 
 
 def test_fingerprint_cache_npz_roundtrip(tmp_path, monkeypatch):
-    """Guards: a pickled cache (must load with allow_pickle=False), a non-atomic write leaving
-    temporary files, cached reference fingerprints recomputed, a cache from another featurizer
-    silently reused."""
+    """Guards: a pickled cache (must load with allow_pickle=False), the temporary file of the
+    atomic write not moved into place, cached reference fingerprints recomputed, a cache from
+    another featurizer silently reused."""
     path = tmp_path / "ref_fps.npz"
     structs = [nacl(), srtio3(), None]
     s1, c1 = M.compute_fingerprints(structs, cache=M.FingerprintCache(path), progress=False)
