@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # torch is pinned so pip takes the wheel that matches this project's CI; on a GPU machine
 # install your CUDA build of torch into $(VENV) first and this step keeps it.
 TORCH ?= torch==2.13.0
-EXTRAS ?= test,graphs,timeseries,medical
+EXTRAS ?= test,graphs,timeseries,medical,crystals
 
 .PHONY: demo test install clean
 

@@ -455,25 +455,6 @@ def _draw(cfg: Any, dm: Any, module: Any) -> tuple[Any, list[Any] | None]:
     return samples, (metas or None)
 
 
-def _accepts(fn: Any, name: str) -> bool:
-    """Whether ``fn`` (a function or a functools.partial) takes a keyword ``name``."""
-    import inspect
-
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-def _metrics(metrics_fn: Any, samples: Any, reference: Any, meta: list[Any] | None) -> dict[str, Any]:
-    """``metrics_fn(samples, reference)``, plus ``meta=`` the templates' records when there are some and
-    the function takes them (a crystal's composition and atom count, which the samples alone lack)."""
-    if meta is not None and _accepts(metrics_fn, "meta"):
-        return metrics_fn(samples, reference, meta=meta)
-    return metrics_fn(samples, reference)
-
-
 def _save(dm: Any, samples: Any, directory: Path, meta: list[Any] | None) -> list[Path]:
     """``dm.save_samples``, with the templates' metadata records when they carried any."""
     return dm.save_samples(samples, directory, meta=meta) if meta is not None else dm.save_samples(samples, directory)
@@ -572,13 +553,13 @@ def _conditional(cfg: Any, dm: Any, module: Any, run_dir: Path, score: bool = Fa
 
 
 def _evaluate(cfg: Any, dm: Any, module: Any, metrics_fn: Any, run_dir: Path) -> dict[str, float]:
-    from .data import write_json
+    from .data import call_metrics, write_json
 
     t0 = time.perf_counter()
     samples, meta = _draw(cfg, dm, module)
     sample_s = time.perf_counter() - t0
     _save(dm, samples, run_dir / "samples", meta)
-    metrics = {k: float(v) for k, v in _metrics(metrics_fn, samples, dm.reference(), meta).items()}
+    metrics = {k: float(v) for k, v in call_metrics(metrics_fn, samples, dm.reference(), meta).items()}
     if cfg.sample.plot:
         dm.plot_samples(samples, run_dir / "plots" / "samples.png")
     report = {"metrics": metrics, "n_samples": int(cfg.sample.n), "steps": int(cfg.sample.steps),

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from .data import call_metrics
 from .geometry import Geometry
 from .precond import Prediction
 from .processes.base import Process
@@ -144,6 +145,7 @@ def _check_adapter(adapter: Any, *, samplers: dict[str, Callable] | None, steps:
     }
     module.eval()
     template = dm.sample_template(batch)
+    meta = template.pop("meta", None) if isinstance(template, dict) else None
     results = {}
     for name, fn in samplers.items():
         if name in ("euler_maruyama", "pc", "s4") and not module.process.stochastic:
@@ -154,7 +156,7 @@ def _check_adapter(adapter: Any, *, samplers: dict[str, Callable] | None, steps:
             assert torch.isfinite(v).all(), f"sampler {name} gave non-finite values in {k or 'x'}"
         assert keys_of(s) == keys_of(x), f"sampler {name} changed the state structure"
         results[name] = s
-    metrics = adapter.metrics(next(iter(results.values())), dm.reference())
+    metrics = call_metrics(adapter.metrics, next(iter(results.values())), dm.reference(), meta)
     assert isinstance(metrics, dict) and all(isinstance(v, float) for v in metrics.values()), \
         "metrics must be a dict of floats"
     return {"loss": float(out.loss.mean()), "samplers": sorted(results), "metrics": metrics}
@@ -174,6 +176,7 @@ def _check_method(adapter: Any, module: Any, b: dict, n: int, *, steps: int, bat
     assert grads and all(g is not None for g in grads), "some trainable parameters get no gradient"
     module.eval()
     template = adapter.datamodule.sample_template(batch)
+    meta = template.pop("meta", None) if isinstance(template, dict) else None
     s = module.sample(template, steps=steps, generator=torch.Generator().manual_seed(0))
     assert keys_of(s) == keys_of(x), "the method's sampler changed the state structure"
     for k in keys_of(s):
@@ -181,7 +184,7 @@ def _check_method(adapter: Any, module: Any, b: dict, n: int, *, steps: int, bat
         ref = template["x"] if k is None else template["x"][k]
         assert v.shape == ref.shape, f"sample {k or 'x'} has shape {tuple(v.shape)}, the template {tuple(ref.shape)}"
         assert torch.isfinite(v.double()).all(), f"the method's sampler gave non-finite values in {k or 'x'}"
-    metrics = adapter.metrics(s, adapter.datamodule.reference())
+    metrics = call_metrics(adapter.metrics, s, adapter.datamodule.reference(), meta)
     assert isinstance(metrics, dict) and all(isinstance(v, float) for v in metrics.values()), \
         "metrics must be a dict of floats"
     return {"loss": float(out.loss.detach().mean()), "samplers": ["method"], "metrics": metrics}

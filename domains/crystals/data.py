@@ -121,6 +121,15 @@ def _f32_frac(frac: torch.Tensor) -> torch.Tensor:
     return torch.where(f >= 1.0, torch.zeros_like(f), f)
 
 
+class CrystalReference(list):
+    """The test Structures, with ``to_structures(samples, template=None, meta=None)`` of the datamodule
+    that made them and the ``source`` they came from."""
+
+    def __init__(self, structures: Sequence[Any], to_structures: Any, source: str) -> None:
+        super().__init__(structures)
+        self.to_structures, self.source = to_structures, source
+
+
 def collate_crystals(items: Sequence[dict[str, Any]], task: str = "gen", pad_to: int | None = None) -> dict[str, Any]:
     """Pad a list of items to the largest crystal, or to ``pad_to`` atoms (the batch format of the
     module docstring; sampling templates pad to the data set's largest crystal, so that batches of
@@ -441,22 +450,46 @@ class CrystalDataModule(DomainDataModule):
             items = [{"frac": torch.zeros(len(ts.numbers[i]), 3), "lattice": torch.zeros(9),
                       "types": ts.numbers[i] - 1} for i in idx]
             batch = collate_crystals(items, "csp", pad_to=self.max_atoms)
-            batch["meta"] = [{"index": i, "material_id": ts.ids[i], "formula": ts.formula(i),
-                              "num_atoms": len(ts.numbers[i]), "atomic_numbers": ts.numbers[i].tolist()} for i in idx]
+            batch["meta"] = self._log_meta([{"index": i, "material_id": ts.ids[i], "formula": ts.formula(i),
+                              "num_atoms": len(ts.numbers[i]), "atomic_numbers": ts.numbers[i].tolist()} for i in idx])
             return batch
         p = self.num_atoms_hist.double()
         counts = torch.multinomial(p / p.sum(), n, replacement=True, generator=generator)
         items = [{"frac": torch.zeros(int(c), 3), "lattice": torch.zeros(9),
                   "types": torch.zeros(int(c), dtype=torch.int64)} for c in counts]
         batch = collate_crystals(items, "gen", pad_to=self.max_atoms)
-        batch["meta"] = [{"index": k, "material_id": None, "formula": None, "num_atoms": int(c)}
-                         for k, c in enumerate(counts)]
+        batch["meta"] = self._log_meta([{"index": k, "material_id": None, "formula": None, "num_atoms": int(c)}
+                                        for k, c in enumerate(counts)])
         return batch
 
-    def reference(self) -> list[Any]:
-        """The test crystals as pymatgen Structures (canonical lattice, as in the batches)."""
+    def _log_meta(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Keep the records of the templates handed out (the newest 100,000), so that
+        :meth:`plot_samples`, which the CLI calls without them, can rebuild the last samples."""
+        log = getattr(self, "_issued", [])
+        log.extend(records)
+        self._issued = log[-100_000:]
+        return records
+
+    def plot_samples(self, samples: dict[str, torch.Tensor], path: Any) -> Any:
+        """Lattice lengths and densities of the samples against the test crystals, and one sampled cell
+        (:func:`.plots.crystal_figure`); the samples' records are the last ones handed out with the
+        templates. None when there are fewer records than samples."""
+        from .plots import crystal_figure
+
+        n = int(samples["frac"].shape[0])
+        issued = getattr(self, "_issued", [])
+        if len(issued) < n:
+            return None
+        structures = self.to_structures(samples, meta=issued[-n:])
+        return crystal_figure(structures, self.reference(), path, title=f"{self.source} ({self.task}): {n} samples")
+
+    def reference(self) -> "CrystalReference":
+        """The test crystals as pymatgen Structures (canonical lattice, as in the batches): a list that
+        also carries :meth:`to_structures`, so a metrics function ``metrics(samples, reference,
+        meta=...)`` can turn sampled tensors into Structures (the CLI's ``evaluate`` calls it so)."""
         self.setup()
-        return [self.test_set.structure(i) for i in range(len(self.test_set))]
+        return CrystalReference([self.test_set.structure(i) for i in range(len(self.test_set))], self.to_structures,
+                                self.source)
 
     def reference_batch(self) -> dict[str, Any]:
         """The test split as one padded batch (the format of the module docstring)."""

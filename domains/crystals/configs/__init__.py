@@ -1,0 +1,1 @@
+"""Hydra configs of the crystals domain (experiments under ``experiment/crystals/``)."""
