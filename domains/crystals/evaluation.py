@@ -42,7 +42,9 @@ def crystal_metrics(samples: dict, reference: Sequence[Any], meta: Sequence[dict
         out = generation_metrics(structures, list(reference), dataset=dataset, n_eval=n, allow_fewer=True,
                                  progress=progress)
     out["built_fraction"] = n_built / max(len(structures), 1)
-    out = {k: float(v) for k, v in out.items()}
+    # a mean over an empty set (AMSD with no fingerprinted sample, RMSE with no match) does not exist:
+    # left out rather than reported as NaN (a run never ends with NaN results)
+    out = {k: float(v) for k, v in out.items() if v == v}
     if task == "csp":
         # the RMSE is a mean over matched pairs: with none matched it does not exist (reported as the
         # count, not as NaN: a run never ends with NaN results)

@@ -476,9 +476,7 @@ def _sample_valid(gen: Sequence[Any], gen_valid: Sequence[bool] | None, n_eval: 
         if not allow_fewer:
             raise InputError(f"only {len(valid)} valid generated structures, {n_eval} asked for the "
                              "Wasserstein distances (n_eval); generate more, lower n_eval or pass allow_fewer=True")
-        if not valid:
-            raise InputError("no valid generated structure for the Wasserstein distances")
-        return valid
+        return valid          # possibly empty: generation_metrics then leaves the distances out
     idx = np.random.default_rng(seed).choice(len(valid), n_eval, replace=False)
     return [valid[i] for i in idx]
 
@@ -668,9 +666,10 @@ def generation_metrics(gen_structures: Sequence[Any], ref_structures: Sequence[A
     sample = _sample_valid(gen, valid, n_eval, seed, allow_fewer)
     refs = [r for r in ref if r is not None]
     from scipy.stats import wasserstein_distance
-    out["wdist_density"] = float(wasserstein_distance([_density(s) for s in sample], [_density(r) for r in refs]))
-    out["wdist_num_elems"] = float(wasserstein_distance([_num_elements(s) for s in sample],
-                                                        [_num_elements(r) for r in refs]))
+    if sample:    # with no valid sample (allow_fewer) the distances do not exist: left out, n_wdist says 0
+        out["wdist_density"] = float(wasserstein_distance([_density(s) for s in sample], [_density(r) for r in refs]))
+        out["wdist_num_elems"] = float(wasserstein_distance([_num_elements(s) for s in sample],
+                                                            [_num_elements(r) for r in refs]))
     out.update({"n_generated": float(len(gen)), "n_valid": float(sum(valid)), "n_wdist": float(len(sample)),
                 "n_ref": float(len(refs)), "n_ref_fingerprint_failed": float(len(refs) - len(ref_pairs))})
     return out

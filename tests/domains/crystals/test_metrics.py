@@ -334,3 +334,12 @@ def test_fingerprint_cache_npz_roundtrip(tmp_path, monkeypatch):
         np.savez(tmp_path / "other.npz", **{k: z[k] for k in z.files if k != "tag"}, tag=np.array("other"))
     with pytest.raises(DataError, match="other.npz.*written with 'other'"):
         M.FingerprintCache(tmp_path / "other.npz")
+
+
+def test_generation_metrics_with_no_valid_sample_leave_the_distances_out():
+    """Bug: an untrained model's all-invalid samples crash the metrics (scipy's empty Wasserstein)
+    or report NaN distances; they must be left out, with n_wdist 0 and validity 0."""
+    out = M.generation_metrics([close_pair(), None], [srtio3(), nacl()], n_eval=2, allow_fewer=True,
+                               progress=False)
+    assert out["valid"] == 0.0 and out["n_wdist"] == 0.0
+    assert "wdist_density" not in out and all(math.isfinite(v) for v in out.values())
