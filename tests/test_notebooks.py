@@ -25,6 +25,63 @@ assert ll.logp.shape == (64,) and torch.isfinite(ll.logp).all()
 # Replacement guidance pins the observed coordinate to y exactly (the notebook prints this)
 assert torch.allclose(fill[:, 0], y[:, 0], atol=1e-3), fill[:5, 0]
 """,
+    "crystals.ipynb": """
+import math
+
+from pymatgen.analysis.structure_matcher import StructureMatcher
+
+# the data: Perov-5 (trained on val.csv) when its files are there, else the embedded prototypes
+assert dm.source == ("perov_5" if PEROV else "prototypes") and (dm.train_split == "val" or not PEROV), dm.source
+# training ran and its logged loss is finite
+assert trainer.global_step > 0 and len(losses) == trainer.global_step and np.isfinite(losses).all()
+# one prediction per test crystal, in order (tiny mode predicts all of them)
+assert len(predicted) == len(meta) == n == len(dm.test_set), (len(predicted), len(meta), n)
+assert [m["index"] for m in meta] == list(range(n)), [m["index"] for m in meta]
+assert sum(s is not None for s in predicted) >= 1
+# each predicted structure has exactly the composition of the test crystal it was predicted for
+# (bug: meta records out of order, or a structure built against another test crystal's types)
+for k, s in enumerate(predicted):
+    truth = sorted(dm.test_set.numbers[k].tolist())
+    assert sorted(meta[k]["atomic_numbers"]) == truth and meta[k]["formula"] == dm.test_set.formula(k), k
+    assert sorted(site.specie.Z for site in reference[k]) == truth, k
+    if s is not None:
+        assert sorted(site.specie.Z for site in s) == truth, (k, s.composition, meta[k]["formula"])
+assert list(table["formula"]) == [dm.test_set.formula(k) for k in range(len(table))]
+# sampled tensors: finite; fractional coordinates in [0, 1) on real atoms and 0 on padding (bug: the
+# von Mises flow's angles in [-pi, pi) not mapped back to fractions); the structures are built from them
+assert set(samples) == {"frac", "lattice"} and samples["lattice"].shape == (n, 9)
+assert all(torch.isfinite(v).all() for v in samples.values())
+real = atom_mask.bool()
+assert samples["frac"].shape[:2] == real.shape and real.sum(1).tolist() == [m["num_atoms"] for m in meta]
+f = samples["frac"]
+assert (f[real] >= 0).all() and (f[real] < 1).all(), (f[real].min(), f[real].max())
+assert (f[~real] == 0).all()
+for k, s in enumerate(predicted):
+    if s is not None:
+        L = (samples["lattice"][k].double() * dm.lattice_std).reshape(3, 3).numpy()
+        assert abs(abs(np.linalg.det(L)) - s.volume) < 1e-6 * s.volume, k
+# the CIF written parses back with pymatgen to the same structure: composition, lattice and sites
+# (bug: the CIF writer drops sites or the lattice)
+back = Structure.from_file(cif_file)
+assert cif_structure is predicted[cif_k] and back.composition == cif_structure.composition
+assert back.composition == reference[meta[cif_k]["index"]].composition
+assert len(back) == len(cif_structure)
+assert np.allclose(back.lattice.abc, cif_structure.lattice.abc, rtol=1e-5), (back.lattice, cif_structure.lattice)
+assert np.allclose(back.lattice.angles, cif_structure.lattice.angles, atol=1e-4)
+tight = StructureMatcher(ltol=1e-3, stol=1e-3, angle_tol=1e-2, primitive_cell=False, scale=False)
+assert tight.fit(back, cif_structure)
+assert figure_file.exists() and figure_file.stat().st_size > 0
+# the metrics: finite numbers (n_matched is an int), match_rate in [0, 1], n = the number of predictions,
+# an RMSE only with a match;
+# the table's per-pair matches (every test crystal in tiny mode) add up to the metrics' n_matched
+assert all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+           for v in metrics.values()), metrics
+assert 0.0 <= metrics["match_rate"] <= 1.0 and metrics["n"] == n, metrics
+assert metrics["n_matched"] == round(metrics["match_rate"] * n) and ("rmse" in metrics) == (metrics["n_matched"] > 0)
+assert metrics.get("rmse", 0.0) >= 0.0
+assert metrics["built_fraction"] == sum(s is not None for s in predicted) / n
+assert len(table) == n and int(table["matched"].sum()) == metrics["n_matched"], (table["matched"].tolist(), metrics)
+""",
     "graphs.ipynb": """
 import math
 
