@@ -48,7 +48,7 @@ def crystal_metrics(samples: dict, reference: Sequence[Any], meta: Sequence[dict
     if task == "csp":
         # the RMSE is a mean over matched pairs: with none matched it does not exist (reported as the
         # count, not as NaN: a run never ends with NaN results)
-        out["n_matched"] = round(out["match_rate"] * out["n"])
+        out["n_matched"] = float(round(out["match_rate"] * out["n"]))
         if out["n_matched"] == 0:
             out.pop("rmse", None)
     return out
