@@ -30,12 +30,16 @@ def _cases():
     for name, (fn, file) in medical.TABLES.items():
         out[(medical.README, name)] = lambda fn=fn, file=file: fn(
             json.loads((ROOT / "benchmarks" / "results" / file).read_text()))
+    crystals = importlib.import_module("crystals")
+    for name, (fn, file) in crystals.TABLES.items():
+        out[(crystals.README, name)] = lambda fn=fn, file=file: fn(
+            json.loads((ROOT / "benchmarks" / "results" / file).read_text()))
     return out
 
 
 CASES = _cases()
 READMES = [ROOT / "README.md", ROOT / "domains" / "graphs" / "README.md", ROOT / "domains" / "timeseries" / "README.md",
-           ROOT / "domains" / "medical" / "README.md"]
+           ROOT / "domains" / "medical" / "README.md", ROOT / "domains" / "crystals" / "README.md"]
 
 
 def test_every_marked_table_has_a_renderer() -> None:
