@@ -14,6 +14,7 @@ import platform
 import re
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_META = "recorded before metadata was kept"
@@ -95,6 +96,16 @@ def write_block(path: Path, name: str, rendered: str) -> None:
     body = text.split(start, 1)[1].split(end, 1)[0]
     notes = "<!-- notes -->" + body.split("<!-- notes -->", 1)[1] if "<!-- notes -->" in body else ""
     Path(path).write_text(text.replace(start + body + end, f"{start}\n{rendered}\n{notes}{end}", 1))
+
+
+def publish(result: dict, table: Any, path: Path, name: str, readme: bool) -> dict:
+    """The common tail of a benchmark's ``main``: print ``table(result)`` and, with ``--readme``, write it
+    into block ``name`` of ``path``; returns ``result``."""
+    rendered = table(result)
+    print(rendered)
+    if readme:
+        write_block(path, name, rendered)
+    return result
 
 
 def blocks(path: Path) -> list[str]:

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _meta import ROOT, measurement, meta_line, write_block  # noqa: E402
+from _meta import ROOT, measurement, meta_line, publish  # noqa: E402
 from workbench.bayesflow import BayesianFlowMethod, ContinuousFlow, DiscreteFlow, PeriodicFlow, sample_von_mises  # noqa: E402
 from workbench.bayesflow.toy import (BFNToyMLP, categorical_metrics, categorical_triples, torus_metrics,  # noqa: E402
                                      torus_mixture, train)
@@ -198,11 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--readme", action="store_true", help="write the tables into README.md")
     args = ap.parse_args(argv)
     if args.table_only:
-        result = json.loads(Path(args.out).read_text())
-        print(table(result))
-        if args.readme:
-            write_block(ROOT / "README.md", "bayesflow-table", table(result))
-        return result
+        return publish(json.loads(Path(args.out).read_text()), table, ROOT / "README.md", "bayesflow-table", args.readme)
     torch.set_num_threads(args.threads)
     ns = [int(v) for v in args.ns.split(",")]
     result = {"benchmark": "bayesflow", "batch": args.batch, "timing": timing(ns, args.batch),
@@ -211,9 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
               "meta": measurement({"iters": args.iters, "batch": args.batch, "ns": ns, "threads": args.threads,
                                    "seed": 0})}
     write_json(args.out, result)
-    print(table(result))
-    if args.readme:
-        write_block(ROOT / "README.md", "bayesflow-table", table(result))
+    publish(result, table, ROOT / "README.md", "bayesflow-table", args.readme)
     return result
 
 

@@ -46,7 +46,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _meta import ROOT, meta_line, measurement, write_block  # noqa: E402
+from _meta import ROOT, meta_line, measurement, publish  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "crystals.json"
 README = ROOT / "domains" / "crystals" / "README.md"
@@ -275,10 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
                   "total_seconds": round(time.perf_counter() - t_start, 1), "versions": versions(),
                   "meta": measurement(settings)}
         write_json(args.out, result)
-    print(table(result))
-    if args.readme:
-        write_block(README, BLOCK, table(result))
-    return result
+    return publish(result, table, README, BLOCK, args.readme)
 
 
 #: README blocks rendered from the JSON (checked by tests/test_readme_tables.py)

@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _meta import ROOT, meta_line, measurement, write_block  # noqa: E402
+from _meta import ROOT, meta_line, measurement, publish  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "medical_reconstruction.json"
 README = ROOT / "domains" / "medical" / "README.md"
@@ -479,10 +479,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.update and Path(args.out).exists():
             result = merge_results(json.loads(Path(args.out).read_text()), result)
         write_json(args.out, result)
-    print(table(result))
-    if args.readme:
-        write_block(README, BLOCK, table(result))
-    return result
+    return publish(result, table, README, BLOCK, args.readme)
 
 
 #: README blocks rendered from the JSON (checked by tests/test_readme_tables.py)

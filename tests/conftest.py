@@ -21,3 +21,16 @@ def gaussian2d() -> tuple[torch.Tensor, torch.Tensor]:
     mean = torch.tensor([1.0, -2.0])
     chol = torch.tensor([[1.0, 0.0], [0.6, 0.5]])
     return mean, chol @ chol.T
+
+
+def data_file(folder: str, name: str):
+    """``$WORKBENCH_DATA/<folder>/<name>`` (workbench.data.data_root), or skip the test saying which file
+    and where it looked (the domains' data-file fixtures)."""
+    from pathlib import Path
+
+    from workbench.data import data_root
+
+    p = Path(data_root()) / folder / name
+    if not p.exists():
+        pytest.skip(f"{name} not found at {p} (set WORKBENCH_DATA to the folder holding {folder}/{name})")
+    return p

@@ -476,7 +476,9 @@ def sample(cfg: Any) -> tuple[Any, Path]:
     seconds = time.perf_counter() - t0
     files = _save(dm, samples, run_dir / "samples", meta)
     if cfg.sample.plot:
-        dm.plot_samples(samples, run_dir / "plots" / "samples.png")
+        from .data import call_with_meta
+
+        call_with_meta(dm.plot_samples, samples, run_dir / "plots" / "samples.png", meta=meta)
     print(f"workbench: {cfg.sample.n} samples in {seconds:.1f} s -> {', '.join(map(str, files))}", file=sys.stderr)
     return samples, run_dir
 
@@ -553,15 +555,15 @@ def _conditional(cfg: Any, dm: Any, module: Any, run_dir: Path, score: bool = Fa
 
 
 def _evaluate(cfg: Any, dm: Any, module: Any, metrics_fn: Any, run_dir: Path) -> dict[str, float]:
-    from .data import call_metrics, write_json
+    from .data import call_with_meta, write_json
 
     t0 = time.perf_counter()
     samples, meta = _draw(cfg, dm, module)
     sample_s = time.perf_counter() - t0
     _save(dm, samples, run_dir / "samples", meta)
-    metrics = {k: float(v) for k, v in call_metrics(metrics_fn, samples, dm.reference(), meta).items()}
+    metrics = {k: float(v) for k, v in call_with_meta(metrics_fn, samples, dm.reference(), meta=meta).items()}
     if cfg.sample.plot:
-        dm.plot_samples(samples, run_dir / "plots" / "samples.png")
+        call_with_meta(dm.plot_samples, samples, run_dir / "plots" / "samples.png", meta=meta)
     report = {"metrics": metrics, "n_samples": int(cfg.sample.n), "steps": int(cfg.sample.steps),
               **_sampler_record(cfg), "sampling_seconds": round(sample_s, 3)}
     if cfg.get("task") is not None:

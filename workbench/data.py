@@ -26,7 +26,7 @@ from .state import State
 __all__ = [
     "data_root", "cache_dir", "find_data", "atomic_write", "write_json", "save_tensors", "download",
     "sha256sum", "load_tensors", "UnsafeOrCorruptFile", "save_figure", "EpochSeededSampler", "DomainDataModule",
-    "call_metrics",
+    "call_with_meta",
 ]
 
 
@@ -326,17 +326,18 @@ class DomainDataModule(pl.LightningDataModule):
         return default_metrics(mean, truth, samples)
 
 
-def call_metrics(metrics_fn: Any, samples: Any, reference: Any, meta: list[Any] | None = None) -> dict[str, Any]:
-    """``metrics_fn(samples, reference)``, plus ``meta=`` the templates' records when there are some
-    and the function takes a ``meta`` keyword (a crystal's composition and atom count, which the
-    sampled coordinates alone lack). ``workbench evaluate`` and the conformance check call metrics so."""
+def call_with_meta(fn: Any, *args: Any, meta: list[Any] | None = None) -> Any:
+    """``fn(*args)``, plus ``meta=`` the templates' records when there are some and ``fn`` takes a
+    ``meta`` keyword (a crystal's composition and atom count, which the sampled coordinates alone
+    lack). ``workbench sample`` / ``evaluate`` and the conformance check call the experiment's
+    ``metrics`` and the datamodule's ``plot_samples`` so."""
     import inspect
 
     if meta is not None:
         try:
-            params = inspect.signature(metrics_fn).parameters
+            params = inspect.signature(fn).parameters
         except (TypeError, ValueError):
             params = {}
         if "meta" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            return metrics_fn(samples, reference, meta=meta)
-    return metrics_fn(samples, reference)
+            return fn(*args, meta=meta)
+    return fn(*args)

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from .data import call_metrics
+from .data import call_with_meta
 from .geometry import Geometry
 from .precond import Prediction
 from .processes.base import Process
@@ -156,7 +156,7 @@ def _check_adapter(adapter: Any, *, samplers: dict[str, Callable] | None, steps:
             assert torch.isfinite(v).all(), f"sampler {name} gave non-finite values in {k or 'x'}"
         assert keys_of(s) == keys_of(x), f"sampler {name} changed the state structure"
         results[name] = s
-    metrics = call_metrics(adapter.metrics, next(iter(results.values())), dm.reference(), meta)
+    metrics = call_with_meta(adapter.metrics, next(iter(results.values())), dm.reference(), meta=meta)
     assert isinstance(metrics, dict) and all(isinstance(v, float) for v in metrics.values()), \
         "metrics must be a dict of floats"
     return {"loss": float(out.loss.mean()), "samplers": sorted(results), "metrics": metrics}
@@ -184,7 +184,7 @@ def _check_method(adapter: Any, module: Any, b: dict, n: int, *, steps: int, bat
         ref = template["x"] if k is None else template["x"][k]
         assert v.shape == ref.shape, f"sample {k or 'x'} has shape {tuple(v.shape)}, the template {tuple(ref.shape)}"
         assert torch.isfinite(v.double()).all(), f"the method's sampler gave non-finite values in {k or 'x'}"
-    metrics = call_metrics(adapter.metrics, s, adapter.datamodule.reference(), meta)
+    metrics = call_with_meta(adapter.metrics, s, adapter.datamodule.reference(), meta=meta)
     assert isinstance(metrics, dict) and all(isinstance(v, float) for v in metrics.values()), \
         "metrics must be a dict of floats"
     return {"loss": float(out.loss.detach().mean()), "samplers": ["method"], "metrics": metrics}

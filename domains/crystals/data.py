@@ -450,37 +450,29 @@ class CrystalDataModule(DomainDataModule):
             items = [{"frac": torch.zeros(len(ts.numbers[i]), 3), "lattice": torch.zeros(9),
                       "types": ts.numbers[i] - 1} for i in idx]
             batch = collate_crystals(items, "csp", pad_to=self.max_atoms)
-            batch["meta"] = self._log_meta([{"index": i, "material_id": ts.ids[i], "formula": ts.formula(i),
-                              "num_atoms": len(ts.numbers[i]), "atomic_numbers": ts.numbers[i].tolist()} for i in idx])
+            batch["meta"] = [{"index": i, "material_id": ts.ids[i], "formula": ts.formula(i),
+                              "num_atoms": len(ts.numbers[i]), "atomic_numbers": ts.numbers[i].tolist()} for i in idx]
             return batch
         p = self.num_atoms_hist.double()
         counts = torch.multinomial(p / p.sum(), n, replacement=True, generator=generator)
         items = [{"frac": torch.zeros(int(c), 3), "lattice": torch.zeros(9),
                   "types": torch.zeros(int(c), dtype=torch.int64)} for c in counts]
         batch = collate_crystals(items, "gen", pad_to=self.max_atoms)
-        batch["meta"] = self._log_meta([{"index": k, "material_id": None, "formula": None, "num_atoms": int(c)}
-                                        for k, c in enumerate(counts)])
+        batch["meta"] = [{"index": k, "material_id": None, "formula": None, "num_atoms": int(c)}
+                         for k, c in enumerate(counts)]
         return batch
 
-    def _log_meta(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Keep the records of the templates handed out (the newest 100,000), so that
-        :meth:`plot_samples`, which the CLI calls without them, can rebuild the last samples."""
-        log = getattr(self, "_issued", [])
-        log.extend(records)
-        self._issued = log[-100_000:]
-        return records
-
-    def plot_samples(self, samples: dict[str, torch.Tensor], path: Any) -> Any:
+    def plot_samples(self, samples: dict[str, torch.Tensor], path: Any,
+                     meta: Sequence[dict[str, Any]] | None = None) -> Any:
         """Lattice lengths and densities of the samples against the test crystals, and one sampled cell
-        (:func:`.plots.crystal_figure`); the samples' records are the last ones handed out with the
-        templates. None when there are fewer records than samples."""
+        (:func:`.plots.crystal_figure`); ``meta``: the templates' records (the CLI passes them). None
+        without them (the samples alone do not say how many atoms each crystal has)."""
         from .plots import crystal_figure
 
         n = int(samples["frac"].shape[0])
-        issued = getattr(self, "_issued", [])
-        if len(issued) < n:
+        if meta is None or len(meta) != n:
             return None
-        structures = self.to_structures(samples, meta=issued[-n:])
+        structures = self.to_structures(samples, meta=meta)
         return crystal_figure(structures, self.reference(), path, title=f"{self.source} ({self.task}): {n} samples")
 
     def reference(self) -> "CrystalReference":

@@ -25,12 +25,17 @@ class MetaGMM(GaussianMixtureDataModule):
         return out
 
 
-def test_metadata_round_trip_through_sample_and_evaluate(tmp_path: Path) -> None:
+def _trained_run(tmp_path: Path) -> Path:
+    """A toy run trained for one epoch with MetaGMM's templates."""
     run = tmp_path / "run"
-    base = ["experiment=toy/gmm", f"run_dir={run}", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-            "datamodule.n_train=64", "datamodule.n_test=32", "resume=false",
-            "datamodule._target_=tests.core.test_sample_meta.MetaGMM"]
-    assert cli.main(["train", *base]) == 0
+    assert cli.main(["train", "experiment=toy/gmm", f"run_dir={run}", "trainer.max_epochs=1",
+                     "trainer.enable_progress_bar=false", "datamodule.n_train=64", "datamodule.n_test=32",
+                     "resume=false", "datamodule._target_=tests.core.test_sample_meta.MetaGMM"]) == 0
+    return run
+
+
+def test_metadata_round_trip_through_sample_and_evaluate(tmp_path: Path) -> None:
+    run = _trained_run(tmp_path)
     MetaGMM.issued = 0
     assert cli.main(["sample", f"run_dir={run}", "sample.n=10", "sample.batch_size=4", "sample.steps=3"]) == 0
     items = json.loads((run / "samples" / "meta.json").read_text())["items"]
@@ -55,11 +60,7 @@ def meta_metrics(samples, reference, meta=None):
 def test_metrics_receive_the_metadata_when_they_take_it(tmp_path: Path) -> None:
     """Bug: evaluate calling ``metrics(samples, reference)`` only, so a domain whose samples need their
     records to be scored (a crystal's composition) cannot be evaluated; or the records out of order."""
-    run = tmp_path / "run"
-    base = ["experiment=toy/gmm", f"run_dir={run}", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-            "datamodule.n_train=64", "datamodule.n_test=32", "resume=false",
-            "datamodule._target_=tests.core.test_sample_meta.MetaGMM"]
-    assert cli.main(["train", *base]) == 0
+    run = _trained_run(tmp_path)
     MetaGMM.issued = 0
     SEEN.clear()
     assert cli.main(["evaluate", f"run_dir={run}", "sample.n=5", "sample.batch_size=2", "sample.steps=3",

@@ -2,22 +2,16 @@
 a test needing an absent file is skipped and says which file and where it looked."""
 from __future__ import annotations
 
-from pathlib import Path
+from functools import partial
 
 import pytest
+
+from tests.conftest import data_file
 
 
 @pytest.fixture
 def crystal_file():
-    from workbench.data import data_root
-
-    def find(name: str) -> Path:
-        p = data_root() / "crystals" / name
-        if not p.exists():
-            pytest.skip(f"{name} not found at {p} (set WORKBENCH_DATA to the folder holding crystals/{name})")
-        return p
-
-    return find
+    return partial(data_file, "crystals")
 
 
 @pytest.fixture
