@@ -101,7 +101,7 @@ def train_model(name: str, exp: str, extra: list[str], run: Path, budget: float,
 def evaluate_model(exp: str, extra: list[str], run: Path, n_test: int, n_sample: int, steps: int | None) -> dict:
     """Sample (timed) and score; returns the metrics with the sampling cost."""
     from workbench.cli import _draw, _load_run, compose_config
-    from workbench.data import call_metrics
+    from workbench.data import call_with_meta
 
     over = [f"experiment={exp}", *_common(run, n_test, n_sample), *extra]
     if steps is not None:
@@ -113,7 +113,7 @@ def evaluate_model(exp: str, extra: list[str], run: Path, n_test: int, n_sample:
     samples, meta = _draw(cfg, dm, module)
     sample_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    metrics = {k: float(v) for k, v in call_metrics(metrics_fn, samples, dm.reference(), meta).items()}
+    metrics = {k: float(v) for k, v in call_with_meta(metrics_fn, samples, dm.reference(), meta=meta).items()}
     return {"metrics": metrics, "sample_steps": int(cfg.sample.steps), "sampling_seconds": round(sample_s, 2),
             "s_per_structure": round(sample_s / n_sample, 5), "metric_seconds": round(time.perf_counter() - t0, 1)}
 
