@@ -455,13 +455,30 @@ def _draw(cfg: Any, dm: Any, module: Any) -> tuple[Any, list[Any] | None]:
     return samples, (metas or None)
 
 
+def _fresh(path: Path) -> Path:
+    """``path`` if nothing is there yet, else the first free ``<stem>-2<suffix>``, ``-3``, ...: a
+    second ``sample`` / ``evaluate`` in a run directory keeps the earlier outputs."""
+    if not path.exists():
+        return path
+    k = 2
+    while path.with_name(f"{path.stem}-{k}{path.suffix}").exists():
+        k += 1
+    return path.with_name(f"{path.stem}-{k}{path.suffix}")
+
+
+def _suffix(out: Path) -> str:
+    """``""`` for ``samples``, ``"-2"`` for ``samples-2``: the plots follow their samples' folder."""
+    return out.name[len("samples"):]
+
+
 def _save(dm: Any, samples: Any, directory: Path, meta: list[Any] | None) -> list[Path]:
     """``dm.save_samples``, with the templates' metadata records when they carried any."""
     return dm.save_samples(samples, directory, meta=meta) if meta is not None else dm.save_samples(samples, directory)
 
 
 def sample(cfg: Any) -> tuple[Any, Path]:
-    """Draw ``sample.n`` samples from a trained run, save them natively and plot them; with
+    """Draw ``sample.n`` samples from a trained run, save them natively (to ``samples``, or
+    ``samples-2``, ... when earlier calls wrote there) and plot them; with
     ``guidance`` set, posterior samples for the datamodule's observations instead
     (:func:`_conditional`)."""
     validate_config(cfg)
@@ -474,17 +491,19 @@ def sample(cfg: Any) -> tuple[Any, Path]:
     with _threads(cfg):
         samples, meta = _draw(cfg, dm, module)
     seconds = time.perf_counter() - t0
-    files = _save(dm, samples, run_dir / "samples", meta)
+    out = _fresh(run_dir / "samples")
+    files = _save(dm, samples, out, meta)
     if cfg.sample.plot:
         from .data import call_with_meta
 
-        call_with_meta(dm.plot_samples, samples, run_dir / "plots" / "samples.png", meta=meta)
+        call_with_meta(dm.plot_samples, samples, run_dir / "plots" / f"samples{_suffix(out)}.png", meta=meta)
     print(f"workbench: {cfg.sample.n} samples in {seconds:.1f} s -> {', '.join(map(str, files))}", file=sys.stderr)
     return samples, run_dir
 
 
 def evaluate(cfg: Any) -> dict[str, float]:
-    """Sample, compute the domain's metrics against its reference and write ``metrics.json``;
+    """Sample, compute the domain's metrics against its reference and write ``metrics.json`` (and a
+    copy beside the samples, in a fresh ``samples[-k]`` folder as :func:`sample` does);
     with ``guidance`` set, score posterior samples of the datamodule's observations instead
     (:func:`_conditional`)."""
     validate_config(cfg)
@@ -533,24 +552,25 @@ def _conditional(cfg: Any, dm: Any, module: Any, run_dir: Path, score: bool = Fa
     post = conditional.run(module, dm, guidance, n=n, batch_size=int(cfg.sample.batch_size), posterior=s,
                            steps=int(cfg.sample.steps), generator=g, progress=sys.stderr.isatty())
     seconds = time.perf_counter() - t0
-    out = run_dir / "samples"
+    out = _fresh(run_dir / "samples")
     flat = tree_map(lambda v: v.transpose(0, 1).reshape(-1, *v.shape[2:]), post.samples)
     meta_rep = None if post.meta is None else [m for m in post.meta for _ in range(s)]
     for name, value, meta in (("mean", post.mean, post.meta), ("std", post.std, post.meta),
                               ("truth", post.truth, post.meta), ("posterior", flat, meta_rep)):
         _save(dm, value, out / name, meta)
     if cfg.sample.plot:
-        dm.plot_samples(flat, run_dir / "plots" / "posterior.png")
+        dm.plot_samples(flat, run_dir / "plots" / f"posterior{_suffix(out)}.png")
     n_obs = len(next(iter(post.truth.values())) if isinstance(post.truth, dict) else post.truth)
     print(f"workbench: {s} posterior samples for each of {n_obs} observations in {seconds:.1f} s -> "
           f"{out}/{{posterior,mean,std,truth}}", file=sys.stderr)
     if not score:
         return {}
     metrics = {k: float(v) for k, v in dm.conditional_metrics(post.mean, post.truth, post.samples).items()}
-    write_json(run_dir / "metrics.json", {
-        "metrics": metrics, "guidance": OmegaConf.to_container(cfg.guidance, resolve=True),
-        "n_observations": n_obs, "posterior_samples": s, "steps": int(cfg.sample.steps),
-        **_sampler_record(cfg), "sampling_seconds": round(seconds, 3)})
+    report = {"metrics": metrics, "guidance": OmegaConf.to_container(cfg.guidance, resolve=True),
+              "n_observations": n_obs, "posterior_samples": s, "steps": int(cfg.sample.steps),
+              **_sampler_record(cfg), "sampling_seconds": round(seconds, 3), "samples_dir": out.name}
+    write_json(out / "metrics.json", report)
+    write_json(run_dir / "metrics.json", report)
     return metrics
 
 
@@ -560,12 +580,13 @@ def _evaluate(cfg: Any, dm: Any, module: Any, metrics_fn: Any, run_dir: Path) ->
     t0 = time.perf_counter()
     samples, meta = _draw(cfg, dm, module)
     sample_s = time.perf_counter() - t0
-    _save(dm, samples, run_dir / "samples", meta)
+    out = _fresh(run_dir / "samples")
+    _save(dm, samples, out, meta)
     metrics = {k: float(v) for k, v in call_with_meta(metrics_fn, samples, dm.reference(), meta=meta).items()}
     if cfg.sample.plot:
-        call_with_meta(dm.plot_samples, samples, run_dir / "plots" / "samples.png", meta=meta)
+        call_with_meta(dm.plot_samples, samples, run_dir / "plots" / f"samples{_suffix(out)}.png", meta=meta)
     report = {"metrics": metrics, "n_samples": int(cfg.sample.n), "steps": int(cfg.sample.steps),
-              **_sampler_record(cfg), "sampling_seconds": round(sample_s, 3)}
+              **_sampler_record(cfg), "sampling_seconds": round(sample_s, 3), "samples_dir": out.name}
     if cfg.get("task") is not None:
         # a domain's downstream task on the trained model (e.g. guided forecasting):
         # task(module, datamodule, run_dir) -> dict of floats, merged into the metrics
@@ -574,6 +595,7 @@ def _evaluate(cfg: Any, dm: Any, module: Any, metrics_fn: Any, run_dir: Path) ->
         task_metrics = {k: float(v) for k, v in task(module, dm, run_dir).items()}
         metrics.update(task_metrics)
         report["task_seconds"] = round(time.perf_counter() - t0, 3)
+    write_json(out / "metrics.json", report)
     write_json(run_dir / "metrics.json", report)
     return metrics
 

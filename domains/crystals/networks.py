@@ -158,6 +158,16 @@ class CSPNet(nn.Module):
             ``[1, time_max_freq]``; for a time on an integer grid 0..T-1 (DDPM's ``net_time``) use
             ``time_scale = 1 / T``.
         layer_norm: pre-LayerNorm in each layer and before the heads (CrysBFN's ``ln: true``).
+        coord_scale: ``"none"``: the BFN coordinate estimate is ``wrap(m + out)`` (the reference);
+            ``"posterior"``: ``wrap(m + out / sqrt(1 + c))`` with ``c`` the input concentration (raw
+            ``exp(log_conc)``), so the head predicts the offset in units of the input's posterior
+            spread, as an eps-prediction does. The loss is unchanged; it only rescales the head, whose
+            gradient is otherwise ~sqrt(c) times larger at late steps than at early ones.
+        lattice_param, sigma1_lattice: ``"x0"``: the BFN lattice estimate is ``(M L - mean) / std``
+            (the reference's ``pred_mean``); ``"eps"``: the head ``M L / std`` is a noise estimate and
+            the estimate is ``mu / gamma - sqrt((1 - gamma) / gamma) eps_hat`` with
+            ``gamma = 1 - sigma1_lattice^(2 t)`` (the BFN paper's continuous-data output, the
+            reference's ``pred_mean: false``; 0 at t = 0). ``sigma1_lattice`` must be the flow's.
     """
 
     def __init__(self, num_types: int = 100, hidden: int = 512, layers: int = 6, num_freqs: int = 128,
@@ -166,7 +176,8 @@ class CSPNet(nn.Module):
                  output: Literal["bfn", "diffusion"] = "bfn", use_log_conc: bool = True,
                  log_conc_range: tuple[float, float] | None = (math.log(1e-7), math.log(1e3)),
                  coord_low: float | None = None, time_scale: float = 1.0, time_max_freq: float = 1000.0,
-                 layer_norm: bool = True) -> None:
+                 layer_norm: bool = True, coord_scale: Literal["none", "posterior"] = "none",
+                 lattice_param: Literal["x0", "eps"] = "x0", sigma1_lattice: float = 0.0316) -> None:
         super().__init__()
         if task not in ("csp", "gen"):
             raise ValueError(f"task must be 'csp' or 'gen', got {task!r}")
@@ -176,6 +187,20 @@ class CSPNet(nn.Module):
             raise ValueError(f"layers, hidden and num_freqs must be >= 1, got {layers}, {hidden}, {num_freqs}")
         if coord_period <= 0:
             raise ValueError(f"coord_period must be positive, got {coord_period}")
+        if coord_scale not in ("none", "posterior"):
+            raise ValueError(f"coord_scale must be 'none' or 'posterior', got {coord_scale!r}")
+        if coord_scale == "posterior" and not (output == "bfn" and use_log_conc):
+            raise ValueError("coord_scale='posterior' scales the BFN's coordinate offset by its input concentration: "
+                             "it needs output='bfn' and use_log_conc=True")
+        self.coord_scale = coord_scale
+        if lattice_param not in ("x0", "eps"):
+            raise ValueError(f"lattice_param must be 'x0' or 'eps', got {lattice_param!r}")
+        if lattice_param == "eps" and output != "bfn":
+            raise ValueError("lattice_param='eps' is the BFN's lattice estimate from a noise prediction: it needs "
+                             "output='bfn' (the diffusion output is already eps-style)")
+        if not 0.0 < sigma1_lattice < 1.0:
+            raise ValueError(f"sigma1_lattice must be in (0, 1), got {sigma1_lattice}")
+        self.lattice_param, self.sigma1_lattice = lattice_param, float(sigma1_lattice)
         self.num_types, self.hidden, self.layers_n = int(num_types), int(hidden), int(layers)
         self.task, self.output, self.use_log_conc = task, output, bool(use_log_conc)
         self.coord_period = float(coord_period)
@@ -293,8 +318,18 @@ class CSPNet(nn.Module):
         std, mean = self.lattice_std.to(dtype), self.lattice_mean.to(dtype)
         out: dict[str, Tensor] = {}
         if self.output == "bfn":
+            if self.coord_scale == "posterior":                                  # offset in posterior-std units
+                lc = log_conc["frac"] if isinstance(log_conc, Mapping) else log_conc
+                coord = coord * torch.rsqrt(1.0 + torch.exp(lc.to(dtype)))
             out["frac"] = wrap_periodic(frac + coord, P, self.coord_low) * m[..., None]
-            out["lattice"] = (ML - mean) / std
+            if self.lattice_param == "eps":                                      # the BFN paper's x(mu, eps_hat, t)
+                tt = torch.as_tensor(t, device=frac.device, dtype=dtype).reshape(-1).expand(B)
+                gamma = (1.0 - self.sigma1_lattice ** (2.0 * tt))[:, None]
+                safe = gamma.clamp_min(1e-6)
+                est = lattice / safe - torch.sqrt((1.0 - safe) / safe) * (ML / std)
+                out["lattice"] = torch.where(gamma > 1e-6, est, torch.zeros_like(est))
+            else:
+                out["lattice"] = (ML - mean) / std
         else:
             out["frac"] = coord * m[..., None]
             out["lattice"] = ML / std

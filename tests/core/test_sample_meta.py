@@ -45,7 +45,23 @@ def test_metadata_round_trip_through_sample_and_evaluate(tmp_path: Path) -> None
     assert items[7]["affine"] == (np.eye(4) * 8).tolist() and items[7]["units"] == "mm"
     MetaGMM.issued = 0
     assert cli.main(["evaluate", f"run_dir={run}", "sample.n=6", "sample.batch_size=6", "sample.steps=3"]) == 0
-    assert [m["id"] for m in json.loads((run / "samples" / "meta.json").read_text())["items"]] == list(range(6))
+    assert [m["id"] for m in json.loads((run / "samples-2" / "meta.json").read_text())["items"]] == list(range(6))
+
+
+def test_a_second_call_keeps_the_first_outputs(tmp_path: Path) -> None:
+    """Bug: a second ``sample`` / ``evaluate`` in one run directory overwriting the first's samples (or,
+    in a domain whose writer refuses to overwrite, failing after the whole draw). Each call gets its
+    own ``samples[-k]`` folder, plot and a copy of its report; ``metrics.json`` is the latest report."""
+    run = _trained_run(tmp_path)
+    for n in (4, 6, 8):
+        MetaGMM.issued = 0
+        assert cli.main(["evaluate", f"run_dir={run}", f"sample.n={n}", f"sample.batch_size={n}", "sample.steps=3"]) == 0
+    for name, n in (("samples", 4), ("samples-2", 6), ("samples-3", 8)):
+        assert len(torch.load(run / name / "samples.pt", weights_only=True)) == n
+        report = json.loads((run / name / "metrics.json").read_text())
+        assert report["n_samples"] == n and report["samples_dir"] == name
+    assert (run / "plots" / "samples.png").exists() and (run / "plots" / "samples-3.png").exists()
+    assert json.loads((run / "metrics.json").read_text())["samples_dir"] == "samples-3"
 
 
 SEEN: list = []

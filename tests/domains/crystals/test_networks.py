@@ -321,3 +321,53 @@ def test_diffusion_denoiser_accepts_the_output() -> None:
     pred = den(x, torch.full((B,), 0.5), Geometry().bind(mask), cond={"types": torch.randint(0, K, (B, N))}, mask=mask)
     x0 = pred.x0
     assert set(x0) == {"frac", "lattice"} and all(torch.isfinite(v).all() for v in x0.values())
+
+
+def test_posterior_coord_scale_divides_the_offset_by_sqrt_one_plus_conc() -> None:
+    """``coord_scale="posterior"``: x_hat = wrap(m + out / sqrt(1 + c)) with c the *raw* concentration.
+    Planted bugs: the scale computed from the normalised log_conc (the node feature) or not applied;
+    the offset of the unscaled twin network (same weights) must be the scaled one times sqrt(1 + c)."""
+    plain = make_net()
+    torch.manual_seed(0)
+    scaled = CSPNet(num_types=K, hidden=24, layers=2, num_freqs=6, time_dim=8, lattice_std=3.0,
+                    coord_scale="posterior").double().eval()
+    scaled.load_state_dict(plain.state_dict())
+    x, t, kw = make_inputs(plain)
+    kw["log_conc"]["frac"][0, 0, 0] = math.log(1e-7)          # c ~ 0: no scaling
+    with torch.no_grad():
+        a, b = plain(x, t, **kw), scaled(x, t, **kw)
+    def offset(out):
+        d = out["frac"] - x["frac"]
+        return d - TWO_PI * torch.round(d / TWO_PI)
+
+    off_a, off_b = offset(a), offset(b)
+    c = torch.exp(kw["log_conc"]["frac"])
+    torch.testing.assert_close(off_b * torch.sqrt(1.0 + c), off_a, atol=1e-9, rtol=1e-7)
+    assert not torch.allclose(off_a, off_b)
+    torch.testing.assert_close(a["lattice"], b["lattice"])
+    with pytest.raises(ValueError, match="coord_scale"):
+        CSPNet(num_types=K, hidden=8, layers=1, num_freqs=2, time_dim=4, output="diffusion", use_log_conc=False,
+               coord_scale="posterior")
+
+
+def test_eps_lattice_param_is_the_bfn_estimate_from_a_noise_prediction() -> None:
+    """``lattice_param="eps"``: x_hat = mu / gamma - sqrt((1 - gamma) / gamma) eps_hat with
+    gamma = 1 - sigma1^(2 t) and eps_hat the x0 twin's head (same weights, zero mean), and 0 at t = 0.
+    Planted bugs: gamma = 1 - sigma1^t; the sign of the eps term; no guard at t = 0 (NaN / inf)."""
+    plain = make_net(mean=0.0)
+    torch.manual_seed(0)
+    eps_net = CSPNet(num_types=K, hidden=24, layers=2, num_freqs=6, time_dim=8, lattice_std=3.0,
+                     lattice_param="eps", sigma1_lattice=0.1).double().eval()
+    eps_net.load_state_dict(plain.state_dict())
+    x, _, kw = make_inputs(plain)
+    t = torch.tensor([0.0, 0.3, 0.9], dtype=torch.float64)
+    with torch.no_grad():
+        a, b = plain(x, t, **kw), eps_net(x, t, **kw)
+    gamma = (1.0 - 0.1 ** (2.0 * t))[1:, None]
+    want = x["lattice"][1:] / gamma - torch.sqrt((1.0 - gamma) / gamma) * a["lattice"][1:]
+    torch.testing.assert_close(b["lattice"][1:], want)
+    assert torch.equal(b["lattice"][0], torch.zeros(9, dtype=torch.float64))
+    torch.testing.assert_close(a["frac"], b["frac"])
+    with pytest.raises(ValueError, match="lattice_param"):
+        CSPNet(num_types=K, hidden=8, layers=1, num_freqs=2, time_dim=4, output="diffusion", use_log_conc=False,
+               lattice_param="eps")
