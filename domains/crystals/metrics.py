@@ -562,23 +562,14 @@ def csp_match(preds: Sequence[Any], gts: Sequence[Any], stol: float = 0.5, angle
     Valid = structurally and compositionally valid, and (``fingerprint_gate``, as both reference
     scripts do through their ``Crystal`` class) the CrystalNN fingerprint can be computed; the
     fingerprint costs ~0.05-0.2 s per structure, ``fingerprint_gate=False`` skips it."""
-    from pymatgen.analysis.structure_matcher import StructureMatcher
     if len(preds) != len(gts):
         raise InputError(f"preds has {len(preds)} structures but gts has {len(gts)}; they are compared pair by pair")
     if len(preds) == 0:
         raise InputError("csp_match got no pairs")
-    mode = _check_require_valid(require_valid)
-    matcher = StructureMatcher(stol=stol, angle_tol=angle_tol, ltol=ltol)
-    ok = [True] * len(preds)
-    if mode in ("both", "pred"):
-        ok = _valid_mask(preds, fingerprint_gate)
-    if mode == "both":
-        ok = [a and b for a, b in zip(ok, _valid_mask(gts, fingerprint_gate))]
-    rms = [_rms(matcher, p, g) if v else None
-           for p, g, v in _progress(zip(preds, gts, ok), len(preds), "structure matching", progress)]
-    matched = [r for r in rms if r is not None]
-    return {"match_rate": len(matched) / len(preds), "rmse": float(np.mean(matched)) if matched else math.nan,
-            "n": float(len(preds))}
+    out = csp_match_multi([preds], gts, stol, angle_tol, ltol, require_valid, fingerprint_gate=fingerprint_gate,
+                          progress=progress)
+    del out["k"]
+    return out
 
 
 def csp_match_multi(pred_lists: Sequence[Sequence[Any]], gts: Sequence[Any], stol: float = 0.5,
@@ -599,15 +590,13 @@ def csp_match_multi(pred_lists: Sequence[Sequence[Any]], gts: Sequence[Any], sto
     mode = _check_require_valid(require_valid)
     matcher = StructureMatcher(stol=stol, angle_tol=angle_tol, ltol=ltol)
     gt_ok = _valid_mask(gts, fingerprint_gate) if mode == "both" else [True] * len(gts)
+    p_ok = [_valid_mask(preds, fingerprint_gate) if mode != "none" else [True] * len(preds) for preds in pred_lists]
+    pairs = [(j, i) for j in range(len(pred_lists)) for i in range(len(gts)) if p_ok[j][i] and gt_ok[i]]
     best: list[float | None] = [None] * len(gts)
-    for preds in _progress(pred_lists, len(pred_lists), "structure matching (k)", progress):
-        p_ok = _valid_mask(preds, fingerprint_gate) if mode != "none" else [True] * len(preds)
-        for i, (p, g) in enumerate(zip(preds, gts)):
-            if not (p_ok[i] and gt_ok[i]):
-                continue
-            r = _rms(matcher, p, g)
-            if r is not None and (best[i] is None or r < best[i]):
-                best[i] = r
+    for j, i in _progress(pairs, len(pairs), "structure matching", progress):
+        r = _rms(matcher, pred_lists[j][i], gts[i])
+        if r is not None and (best[i] is None or r < best[i]):
+            best[i] = r
     matched = [r for r in best if r is not None]
     return {"match_rate": len(matched) / len(gts), "rmse": float(np.mean(matched)) if matched else math.nan,
             "n": float(len(gts)), "k": float(len(pred_lists))}
