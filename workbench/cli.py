@@ -458,17 +458,24 @@ def _draw(cfg: Any, dm: Any, module: Any) -> tuple[Any, list[Any] | None]:
 def _fresh(path: Path) -> Path:
     """``path`` if nothing is there yet, else the first free ``<stem>-2<suffix>``, ``-3``, ...: a
     second ``sample`` / ``evaluate`` in a run directory keeps the earlier outputs."""
-    if not path.exists():
-        return path
-    k = 2
-    while path.with_name(f"{path.stem}-{k}{path.suffix}").exists():
+    candidate, k = path, 1
+    while candidate.exists():
         k += 1
-    return path.with_name(f"{path.stem}-{k}{path.suffix}")
+        candidate = path.with_name(f"{path.stem}-{k}{path.suffix}")
+    return candidate
 
 
 def _suffix(out: Path) -> str:
     """``""`` for ``samples``, ``"-2"`` for ``samples-2``: the plots follow their samples' folder."""
     return out.name[len("samples"):]
+
+
+def _write_report(report: dict, out: Path, run_dir: Path) -> None:
+    """The report beside its samples and as the run's latest ``metrics.json``."""
+    from .data import write_json
+
+    for folder in (out, run_dir):
+        write_json(folder / "metrics.json", report)
 
 
 def _save(dm: Any, samples: Any, directory: Path, meta: list[Any] | None) -> list[Path]:
@@ -534,7 +541,6 @@ def _conditional(cfg: Any, dm: Any, module: Any, run_dir: Path, score: bool = Fa
                           " (remove guidance=...)")
 
     from . import conditional
-    from .data import write_json
     from .state import tree_map
 
     def get(key: str, default: Any) -> Any:
@@ -569,13 +575,12 @@ def _conditional(cfg: Any, dm: Any, module: Any, run_dir: Path, score: bool = Fa
     report = {"metrics": metrics, "guidance": OmegaConf.to_container(cfg.guidance, resolve=True),
               "n_observations": n_obs, "posterior_samples": s, "steps": int(cfg.sample.steps),
               **_sampler_record(cfg), "sampling_seconds": round(seconds, 3), "samples_dir": out.name}
-    write_json(out / "metrics.json", report)
-    write_json(run_dir / "metrics.json", report)
+    _write_report(report, out, run_dir)
     return metrics
 
 
 def _evaluate(cfg: Any, dm: Any, module: Any, metrics_fn: Any, run_dir: Path) -> dict[str, float]:
-    from .data import call_with_meta, write_json
+    from .data import call_with_meta
 
     t0 = time.perf_counter()
     samples, meta = _draw(cfg, dm, module)
@@ -595,8 +600,7 @@ def _evaluate(cfg: Any, dm: Any, module: Any, metrics_fn: Any, run_dir: Path) ->
         task_metrics = {k: float(v) for k, v in task(module, dm, run_dir).items()}
         metrics.update(task_metrics)
         report["task_seconds"] = round(time.perf_counter() - t0, 3)
-    write_json(out / "metrics.json", report)
-    write_json(run_dir / "metrics.json", report)
+    _write_report(report, out, run_dir)
     return metrics
 
 

@@ -53,6 +53,11 @@ from workbench.nn import SinusoidalEmbedding
 __all__ = ["CSPNet", "CSPLayer", "wrap_periodic", "atom_mask"]
 
 
+def _frac_entry(log_conc: Any) -> Tensor:
+    """The coordinates' log-concentrations from the network call's ``log_conc`` (dict or Tensor)."""
+    return log_conc["frac"] if isinstance(log_conc, Mapping) else log_conc
+
+
 def wrap_periodic(x: Tensor, period: float, low: float) -> Tensor:
     """``x`` wrapped into ``[low, low + period)``."""
     return torch.remainder(x - low, period) + low
@@ -246,6 +251,7 @@ class CSPNet(nn.Module):
         return (lattice * self.lattice_std.to(lattice.dtype) + self.lattice_mean.to(lattice.dtype)).view(-1, 3, 3)
 
     def _node_input(self, x: Mapping[str, Tensor], t: Tensor, cond: Any, log_conc: Any, dtype: torch.dtype) -> Tensor:
+        """Node features from types, the time ``t`` ``[B]`` and (BFN) the log-concentrations."""
         frac = x["frac"]
         B, N = frac.shape[:2]
         if self.task == "csp":
@@ -262,17 +268,13 @@ class CSPNet(nn.Module):
             if probs.shape != (B, N, self.num_types):
                 raise ValueError(f"x['types'] must be [B, N, K] = {(B, N, self.num_types)}, got {tuple(probs.shape)}")
             h_type = self.type_embed(probs.to(dtype))
-        t = torch.as_tensor(t, device=frac.device)
-        if t.ndim == 0:
-            t = t.expand(B)
-        h_time = self.time_embed(t.reshape(B)).to(dtype)[:, None, :].expand(B, N, -1)
+        h_time = self.time_embed(t).to(dtype)[:, None, :].expand(B, N, -1)
         parts = [h_type, h_time]
         if self.use_log_conc:
             if log_conc is None:
                 raise ValueError("use_log_conc=True but no log_conc was passed (entropy conditioning off in the "
                                  "flow, or a diffusion model? then build the network with use_log_conc=False)")
-            lc = log_conc["frac"] if isinstance(log_conc, Mapping) else log_conc
-            lc = lc.to(dtype)
+            lc = _frac_entry(log_conc).to(dtype)
             if lc.shape != frac.shape:
                 raise ValueError(f"log_conc['frac'] must be shaped like frac {tuple(frac.shape)}, got {tuple(lc.shape)}")
             if self.log_conc_range is not None:
@@ -306,6 +308,8 @@ class CSPNet(nn.Module):
         w_edges = torch.cat([layer.edge_weight() for layer in self.layers], 0)
         edge_proj = F.linear(edge_feat, w_edges).split(self.hidden, -1)
 
+        t = torch.as_tensor(t, device=frac.device)
+        t = (t.expand(B) if t.ndim == 0 else t).reshape(B)                       # [B]
         h = self._node_input(x, t, cond, log_conc, dtype) * m[..., None]
         for layer, proj in zip(self.layers, edge_proj):
             h = layer(h, gram, proj, m) * m[..., None]
@@ -319,12 +323,10 @@ class CSPNet(nn.Module):
         out: dict[str, Tensor] = {}
         if self.output == "bfn":
             if self.coord_scale == "posterior":                                  # offset in posterior-std units
-                lc = log_conc["frac"] if isinstance(log_conc, Mapping) else log_conc
-                coord = coord * torch.rsqrt(1.0 + torch.exp(lc.to(dtype)))
+                coord = coord * torch.rsqrt(1.0 + torch.exp(_frac_entry(log_conc).to(dtype)))
             out["frac"] = wrap_periodic(frac + coord, P, self.coord_low) * m[..., None]
             if self.lattice_param == "eps":                                      # the BFN paper's x(mu, eps_hat, t)
-                tt = torch.as_tensor(t, device=frac.device, dtype=dtype).reshape(-1).expand(B)
-                gamma = (1.0 - self.sigma1_lattice ** (2.0 * tt))[:, None]
+                gamma = (1.0 - self.sigma1_lattice ** (2.0 * t.to(dtype)))[:, None]
                 safe = gamma.clamp_min(1e-6)
                 est = lattice / safe - torch.sqrt((1.0 - safe) / safe) * (ML / std)
                 out["lattice"] = torch.where(gamma > 1e-6, est, torch.zeros_like(est))
