@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from .geometry import Geometry
 from .method import DiffusionMethod, Method, check_batch
-from .precond import Denoiser
 from .processes.base import Process
 from .state import State, batch_size, to_device
 
@@ -195,33 +194,11 @@ class DiffusionModule(GenerativeModule):
         else:
             super().__setattr__(name, value)
 
-    @property
-    def denoiser(self) -> Denoiser:
-        return self.method.denoiser
-
-    @property
-    def process(self) -> Process:
-        return self.method.process
-
-    @property
-    def geometry(self) -> Geometry:
-        return self.method.geometry
-
-    @property
-    def loss_fn(self) -> Callable:
-        return self.method.loss_fn
-
-    @property
-    def sampler(self) -> Callable:
-        return self.method.sampler
-
-    @property
-    def sample_steps(self) -> int:
-        return self.method.sample_steps
-
-    @property
-    def sample_spacing(self) -> str | None:
-        return self.method.sample_spacing
+    def __getattr__(self, name: str) -> Any:
+        # denoiser, process, geometry, loss_fn, sampler, sample_steps, sample_spacing read the method's
+        if name in DiffusionModule._ON_METHOD and "method" in self.__dict__.get("_modules", {}):
+            return getattr(self._modules["method"], name)
+        return super().__getattr__(name)
 
     @staticmethod
     def _extras(batch: dict) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 * :class:`GaussianDenoiser`: the exact denoiser of Gaussian data N(mu, Sigma), so every
   sampler can be checked against a known answer without training.
 * :func:`check_adapter`: the conformance test every domain adapter must pass.
+* :func:`crash_and_resume`: train a config uninterrupted and again with a crash and a resume;
+  :func:`assert_same_training` checks that the two ended bit-identical (weights, EMA, step).
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from .precond import Prediction
 from .processes.base import Process
 from .state import State, batch_size, keys_of, tree_map
 
-__all__ = ["GaussianDenoiser", "gaussian_logpdf", "check_adapter", "CrashAfter", "SimulatedCrash", "WeightsDigest"]
+__all__ = ["GaussianDenoiser", "gaussian_logpdf", "check_adapter", "CrashAfter", "SimulatedCrash", "WeightsDigest",
+           "crash_and_resume", "assert_same_training"]
 
 
 class GaussianDenoiser(nn.Module):
@@ -206,6 +209,68 @@ class CrashAfter:
                     raise SimulatedCrash(f"simulated crash after step {trainer.global_step}")
 
         return _Crash()
+
+
+def _final_checkpoint(run_dir: Any) -> dict[str, Any]:
+    from pathlib import Path
+
+    from .lit import load_checkpoint
+
+    ckpt = load_checkpoint(Path(run_dir) / "checkpoints" / "last.ckpt")
+    return {"weights": ckpt["state_dict"], "ema": ckpt.get("callbacks", {}).get("EMA", {}).get("shadow", {}),
+            "step": ckpt["global_step"], "epoch": ckpt["epoch"]}
+
+
+def crash_and_resume(overrides: list[str], directory: Any, *, crash_step: int) -> dict[str, dict[str, Any]]:
+    """Train the config of ``overrides`` three ways under ``directory``: uninterrupted (``full``),
+    crashed by :class:`CrashAfter` after ``crash_step`` optimiser steps (``crashed``: the last
+    checkpoint before the crash), and resumed from that checkpoint to the end (``resumed``). Returns
+    each run's last checkpoint as ``{"weights", "ema", "step", "epoch"}``. The CLI's
+    ``WORKBENCH_RUN_DIR`` is restored after each run; the overrides must leave resuming on (no
+    ``resume=false``)."""
+    import os
+    from pathlib import Path
+
+    from .cli import compose_config, train
+
+    if "resume=false" in overrides:
+        raise ValueError("crash_and_resume needs the CLI's resume; drop resume=false from the overrides")
+    directory = Path(directory)
+    saved = os.environ.get("WORKBENCH_RUN_DIR")
+
+    def run(run_dir: Path, extra: list[str]) -> None:
+        try:
+            train(compose_config([*overrides, f"run_dir={run_dir}", *extra]))
+        finally:
+            if saved is None:
+                os.environ.pop("WORKBENCH_RUN_DIR", None)
+            else:
+                os.environ["WORKBENCH_RUN_DIR"] = saved
+
+    run(directory / "full", [])
+    crash = ["+callbacks.crash._target_=workbench.testing.CrashAfter", f"+callbacks.crash.step={int(crash_step)}"]
+    try:
+        run(directory / "crashed", crash)
+    except SimulatedCrash:
+        pass
+    else:
+        raise AssertionError(f"the run did not reach step {crash_step}, so it never crashed; lower crash_step")
+    crashed = _final_checkpoint(directory / "crashed")
+    run(directory / "crashed", [])          # resumes from the crashed run's last.ckpt
+    return {"full": _final_checkpoint(directory / "full"), "crashed": crashed,
+            "resumed": _final_checkpoint(directory / "crashed")}
+
+
+def assert_same_training(a: dict[str, Any], b: dict[str, Any]) -> None:
+    """Two final checkpoints of :func:`crash_and_resume` are bit-identical: step, every weight and
+    every EMA shadow tensor (each difference is named)."""
+    assert a["step"] == b["step"], f"steps differ: {a['step']} vs {b['step']}"
+    assert a["weights"].keys() == b["weights"].keys(), "the checkpoints hold different weights"
+    for k in a["weights"]:
+        assert torch.equal(a["weights"][k], b["weights"][k]), f"weights differ at {k}"
+    assert a["ema"].keys() == b["ema"].keys(), "the checkpoints hold different EMA tensors"
+    for k in a["ema"]:
+        assert torch.equal(a["ema"][k], b["ema"][k]), f"EMA differs at {k}"
 
 
 class WeightsDigest:

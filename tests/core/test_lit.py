@@ -9,42 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.cli import compose_config, train
 from workbench.lit import EMA, load_checkpoint
-from workbench.testing import SimulatedCrash
+from workbench.testing import assert_same_training, crash_and_resume
 
 SMALL = [
          "experiment=toy/gmm", "datamodule.n_train=512", "datamodule.batch_size=128", "network.hidden=32",
          "trainer.max_epochs=4", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false"]
 
 
-def _final(run_dir: Path) -> dict:
-    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-    return {"weights": ckpt["state_dict"], "ema": ckpt["callbacks"]["EMA"]["shadow"],
-            "step": ckpt["global_step"], "epoch": ckpt["epoch"]}
-
-
 def test_resume_after_crash_matches_uninterrupted(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("WORKBENCH_RUN_DIR", raising=False)
-    full = tmp_path / "full"
-    train(compose_config([*SMALL, f"run_dir={full}"]))
-    os.environ.pop("WORKBENCH_RUN_DIR", None)
-
-    crashed = tmp_path / "crashed"
-    crash = ["+callbacks.crash._target_=workbench.testing.CrashAfter", "+callbacks.crash.step=10"]
-    with pytest.raises(SimulatedCrash):
-        train(compose_config([*SMALL, f"run_dir={crashed}", *crash]))
-    os.environ.pop("WORKBENCH_RUN_DIR", None)
-    assert _final(crashed)["step"] == 8, "the last checkpoint is the end of epoch 2 (4 steps per epoch)"
-    train(compose_config([*SMALL, f"run_dir={crashed}"]))  # resumes from last.ckpt
-    os.environ.pop("WORKBENCH_RUN_DIR", None)
-
-    a, b = _final(full), _final(crashed)
-    assert a["step"] == b["step"] == 16
-    for k in a["weights"]:
-        assert torch.equal(a["weights"][k], b["weights"][k]), f"weights differ at {k}"
-    for k in a["ema"]:
-        assert torch.equal(a["ema"][k], b["ema"][k]), f"EMA differs at {k}"
+    runs = crash_and_resume(SMALL, tmp_path, crash_step=10)
+    assert runs["crashed"]["step"] == 8, "the last checkpoint is the end of epoch 2 (4 steps per epoch)"
+    assert runs["full"]["step"] == 16
+    assert_same_training(runs["full"], runs["resumed"])
 
 
 class Evil:
@@ -185,4 +163,4 @@ def test_ddp_two_cpu_processes_agree(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     digests = [(run_dir / f"weights-rank{r}.txt").read_text() for r in (0, 1)]
     assert digests[0] == digests[1]
-    assert _final(run_dir)["step"] == 2 * 2, "512 items / (2 ranks x 128) = 2 steps per epoch"
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 2 * 2, "512 items / (2 ranks x 128) = 2 steps per epoch"

@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from workbench.cli import compose_config, main, train
-from workbench.lit import DiffusionModule, GenerativeModule, load_checkpoint, load_ema_weights
+from workbench.cli import main
+from workbench.lit import DiffusionModule, GenerativeModule, load_ema_weights
 from workbench.losses import LossOutput
 from workbench.processes import VP
-from workbench.testing import SimulatedCrash
+from workbench.testing import assert_same_training, crash_and_resume
 from workbench.toy import ToyMLP
 
 
@@ -49,39 +49,23 @@ SMALL = ["experiment=toy/gmm", "datamodule.n_train=512", "datamodule.batch_size=
          "trainer.enable_progress_bar=false", "sample.n=2048", "sample.batch_size=2048", "sample.plot=false", METHOD]
 
 
-def _final(run_dir: Path) -> dict:
-    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-    return {"weights": ckpt["state_dict"], "ema": ckpt["callbacks"]["EMA"]["shadow"], "step": ckpt["global_step"]}
-
-
 def test_a_users_method_trains_resumes_and_evaluates_through_the_cli(tmp_path: Path, monkeypatch) -> None:
     """Guards: the module calling diffusion's loss instead of the method's (the fitted moments would
     not be the data's); noise not drawn from the per-step generator (resume would differ); EMA or
     checkpoints not covering a method's own parameters (mu / log_s missing or different)."""
     monkeypatch.delenv("WORKBENCH_RUN_DIR", raising=False)
-    full = tmp_path / "full"
-    train(compose_config([*SMALL, f"run_dir={full}"]))
-    os.environ.pop("WORKBENCH_RUN_DIR", None)
-    crashed = tmp_path / "crashed"
-    crash = ["+callbacks.crash._target_=workbench.testing.CrashAfter", "+callbacks.crash.step=10"]
-    with pytest.raises(SimulatedCrash):
-        train(compose_config([*SMALL, f"run_dir={crashed}", *crash]))
-    os.environ.pop("WORKBENCH_RUN_DIR", None)
-    train(compose_config([*SMALL, f"run_dir={crashed}"]))
-    os.environ.pop("WORKBENCH_RUN_DIR", None)
-    a, b = _final(full), _final(crashed)
-    assert a["step"] == b["step"] == 24
+    runs = crash_and_resume(SMALL, tmp_path, crash_step=10)
+    a = runs["full"]
+    assert a["step"] == 24
     assert "method.mu" in a["weights"] and "method.mu" in a["ema"]
-    for k in a["weights"]:
-        assert torch.equal(a["weights"][k], b["weights"][k]), f"weights differ at {k}"
-    for k in a["ema"]:
-        assert torch.equal(a["ema"][k], b["ema"][k]), f"EMA differs at {k}"
+    assert_same_training(a, runs["resumed"])
 
     # the fitted Gaussian has the data's moments (the 8-mode mixture on a circle of radius 2:
     # mean 0, per-coordinate variance 2^2 / 2 + 0.25^2 = 2.0625); 24 steps at lr 0.05 get close
     mu, s = a["weights"]["method.mu"], a["weights"]["method.log_s"].exp()
     assert mu.abs().max() < 0.3 and ((s - 2.0625**0.5).abs() < 0.35).all(), (mu, s)
 
+    full = tmp_path / "full"
     assert main(["evaluate", f"run_dir={full}", "sample.use_ema=false"]) == 0
     os.environ.pop("WORKBENCH_RUN_DIR", None)
     metrics = json.loads((full / "metrics.json").read_text())["metrics"]

@@ -68,3 +68,23 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
     assert code == 2 and str(bad) in err[-1] and "row 0" in err[-1]
     code = cli.main(["train", "experiment=crystals/demo", f"run_dir={tmp_path / 'r2'}", "method.task=both", *TINY])
     assert code == 2 and ".task' must be" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("experiment,task", [("crystals/demo", "gen"), ("crystals/diffcsp_perov_5_csp", "csp")])
+def test_training_resumed_after_a_crash_ends_as_the_uninterrupted_run(tmp_path: Path, experiment: str,
+                                                                       task: str) -> None:
+    """Bugs: noise of the joint flow (von Mises coordinates, Gaussian lattice, discrete types) or of the
+    wrapped-normal diffusion drawn from the global RNG rather than the step's generator, or a flow
+    state (EMA, schedule cache) not in the checkpoint: the resumed run's weights would differ."""
+    from workbench.testing import assert_same_training, crash_and_resume
+
+    overrides = [f"experiment={experiment}", "datamodule.source=prototypes", "datamodule.n_prototypes=48",
+                 "datamodule.batch_size=16", "datamodule.max_test=6", "network.hidden=16", "network.layers=1",
+                 "network.num_freqs=4", "network.time_dim=8", "trainer.max_epochs=3",
+                 "trainer.enable_progress_bar=false", "threads=1"]
+    if experiment == "crystals/demo":
+        overrides += [f"method.task={task}", "method.steps=5"]
+    runs = crash_and_resume(overrides, tmp_path, crash_step=4)
+    assert runs["crashed"]["step"] == 3, "the last checkpoint is the end of epoch 1 (48 / 16 = 3 steps)"
+    assert runs["full"]["step"] == 9
+    assert_same_training(runs["full"], runs["resumed"])
