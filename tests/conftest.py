@@ -6,7 +6,11 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# one torch thread per pytest-xdist worker (two workers of two threads oversubscribe 2 cores: 1.6x slower)
+# and the CLI's own choice (workbench.cli.choose_threads) and subprocesses follow OMP_NUM_THREADS
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
 os.environ.setdefault("WORKBENCH_TINY", "1")
 
 

@@ -21,6 +21,7 @@ import contextlib
 import datetime as _dt
 import functools
 import json
+import math
 import os
 import platform
 import sys
@@ -666,6 +667,8 @@ def demo(out: str | os.PathLike = "workbench-demo", tiny: bool | None = None) ->
         except Exception as e:  # noqa: BLE001 - a bug in a domain: name it, keep the traceback chained
             raise DemoFailure(f"demo experiment {exp} failed: {type(e).__name__}: "
                               f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
+        if not metrics or not all(math.isfinite(float(v)) for v in metrics.values()):
+            raise DemoFailure(f"demo experiment {exp} evaluated to no finite metrics: {metrics!r}")
         wall = time.perf_counter() - t0
         plots = sorted(p.relative_to(out).as_posix() for p in (run_dir / "plots").glob("*.png"))
         rows.append({"experiment": exp, "train_seconds": round(train_s, 1), "wall_seconds": round(wall, 1),
