@@ -30,7 +30,7 @@ demo: $(VENV)/.installed-$(EXTRAS)
 # with two threads on a 2-core machine; TEST_WORKERS=0 runs them in one process
 TEST_WORKERS ?= 2
 test: $(VENV)/.installed-$(EXTRAS)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 clean:
 	rm -rf $(VENV) workbench-demo runs

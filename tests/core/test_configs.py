@@ -25,7 +25,27 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_ROOT / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("experiment", _experiments())
+def _fast_dev_run_cases() -> list:
+    """Every experiment; a ``<name>_cpu`` variant of an experiment that is also listed is marked slow
+    (the variants change sizes and budgets only; each is still composed and resolved by
+    :func:`test_cpu_variant_composes_and_resolves`, and its parent runs here)."""
+    names = _experiments()
+    return [pytest.param(e, marks=pytest.mark.slow) if e.endswith("_cpu") and e[:-4] in names else e
+            for e in names]
+
+
+@pytest.mark.parametrize("experiment", [e for e in _experiments() if e.endswith("_cpu")])
+def test_cpu_variant_composes_and_resolves(experiment: str) -> None:
+    """Bug: a ``_cpu`` variant overriding a key its parent does not have, or an interpolation that
+    does not resolve (its fast_dev_run is in the slow tier)."""
+    from omegaconf import OmegaConf
+
+    cfg = compose_config([f"experiment={experiment}"])
+    OmegaConf.to_container(cfg, resolve=True)
+    assert cfg.name.endswith("_cpu"), cfg.name
+
+
+@pytest.mark.parametrize("experiment", _fast_dev_run_cases())
 def test_experiment_fast_dev_run(experiment: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("WORKBENCH_RUN_DIR", raising=False)
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
