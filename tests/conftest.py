@@ -10,7 +10,9 @@ import torch
 # and the CLI's own choice (workbench.cli.choose_threads) and subprocesses follow OMP_NUM_THREADS
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(min(2, torch.get_num_threads()))
 os.environ.setdefault("WORKBENCH_TINY", "1")
 
 
